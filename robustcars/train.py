@@ -1,0 +1,277 @@
+"""Fine-tuning: AdamW + cosine LR, cross-entropy, early stopping on validation macro-F1, resumable.
+
+Functions follow torchvision's reference ``train_one_epoch`` / ``evaluate`` / ``main`` split:
+:func:`train_one_epoch` and :func:`evaluate` are loop bodies, :func:`fit` owns the run folder::
+
+    RUN_DIR/config.json   resolved TrainConfig           RUN_DIR/best.pt   best model (val macro-F1)
+    RUN_DIR/last.pt       resumable state, every epoch   RUN_DIR/history.csv  per-epoch metrics
+    RUN_DIR/learning_curves.png                          RUN_DIR/metrics.json test metrics of best.pt
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import io as rio
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import CarsData, CarsDataset, build_transform, limit_per_class, load_cars
+from .errors import CheckpointError, ConfigError
+from .metrics import accuracy, macro_f1
+from .models import build_model, count_parameters, freeze, set_train_mode
+from .runtime import library_versions, resolve_device
+
+Callback = Callable[[int], None]  # called with the number of images just processed
+
+
+def make_loader(dataset: CarsDataset, batch_size: int, *, shuffle: bool, workers: int, device: torch.device,
+                seed: int = 0) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        drop_last=False,
+    )
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(model: nn.Sequential, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    criterion: nn.Module, device: torch.device, *, frozen: list[str] = (),
+                    scaler: torch.amp.GradScaler | None = None, on_batch: Callback | None = None) -> dict[str, float]:
+    """One pass over ``loader``; returns mean loss, accuracy and macro-F1 of the training predictions."""
+    set_train_mode(model, frozen)
+    total_loss = torch.zeros((), device=device)
+    preds, labels = [], []
+    n = 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device):
+            logits = model(x)
+            loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total_loss += loss.detach() * len(y)
+        n += len(y)
+        preds.append(logits.detach().argmax(1))
+        labels.append(y)
+        if on_batch:
+            on_batch(len(y))
+    p, t = torch.cat(preds).cpu().numpy(), torch.cat(labels).cpu().numpy()
+    return {"loss": float(total_loss) / n, "acc": accuracy(t, p), "f1": macro_f1(t, p)}
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, criterion: nn.Module | None = None,
+             on_batch: Callback | None = None) -> dict[str, Any]:
+    """Clean evaluation in eval mode (the mode is restored afterwards).
+
+    Returns:
+        ``loss``, ``acc``, ``f1`` (floats) and ``pred``/``label`` int64 arrays ``(N,)``.
+    """
+    was_training = model.training
+    model.eval()
+    criterion = criterion or nn.CrossEntropyLoss()
+    total_loss, preds, labels = 0.0, [], []
+    try:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device):
+                logits = model(x)
+            total_loss += float(criterion(logits.float(), y)) * len(y)
+            preds.append(logits.argmax(1).cpu())
+            labels.append(y.cpu())
+            if on_batch:
+                on_batch(len(y))
+    finally:
+        model.train(was_training)
+    p, t = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+    return {"loss": total_loss / len(t), "acc": accuracy(t, p), "f1": macro_f1(t, p), "pred": p, "label": t}
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_f1: float
+    test: dict[str, float] | None
+    stopped_early: bool
+    seconds: float
+
+
+class Reporter:
+    """What :func:`fit` tells the outside world; the CLI passes a rich implementation."""
+
+    def start(self, info: dict[str, Any]) -> None: ...
+    def phase(self, name: str, total: int) -> Callback: return lambda n: None
+    def end_phase(self) -> None: ...
+    def epoch(self, row: dict[str, float], improved: bool) -> None: ...
+
+
+def _checkpoint_payload(cfg: TrainConfig, data: CarsData, model: nn.Module, frozen: list[str], epoch: int,
+                        metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "arch": cfg.arch,
+        "num_classes": len(data.classes),
+        "class_names": list(data.classes),
+        "img_size": cfg.img_size,
+        "resize": cfg.resize,
+        "mean": model.normalize.mean.flatten().tolist(),
+        "std": model.normalize.std.flatten().tolist(),
+        "weights_origin": cfg.weights,
+        "frozen": list(frozen),
+        "config": cfg.to_dict(),
+        "data": {"root": str(data.root), "layout": data.layout, "counts": data.counts(),
+                 "val_from_train": data.val_from_train},
+        "epoch": epoch,
+        "metrics": metrics,
+        "versions": library_versions(),
+        "state_dict": model.state_dict(),
+    }
+
+
+def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = None) -> FitResult:
+    """Train ``cfg.arch`` on ``cfg.data`` into ``cfg.out``; see the module docstring for the files.
+
+    With ``resume=True`` the run continues from ``cfg.out/last.pt`` (its saved config is used; only the
+    device may change). Without it, a folder that already holds a run is refused, so nothing is overwritten.
+
+    Raises:
+        ConfigError, DataError, CheckpointError, StorageError: as their messages say.
+    """
+    rep = reporter or Reporter()
+    out = Path(cfg.out)
+    last_path = out / "last.pt"
+    state: dict[str, Any] | None = None
+    if resume:
+        if not last_path.is_file():
+            raise CheckpointError(f"nothing to resume: {last_path} does not exist")
+        state = read_checkpoint(last_path)
+        device_name = cfg.device
+        cfg = TrainConfig.from_dict(state["config"])
+        cfg.device = device_name
+    elif last_path.exists() or (out / "best.pt").exists():
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    data = load_cars(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, crop_to_bbox=cfg.crop_to_bbox)
+    train_samples = data.split("train")
+    if cfg.limit_per_class:
+        train_samples = limit_per_class(train_samples, cfg.limit_per_class)
+    model = build_model(cfg.arch, len(data.classes), weights="none" if state else cfg.weights)
+    frozen = freeze(model, cfg.freeze)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    history: list[dict[str, float]] = []
+    best_f1, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 1
+    if state:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best_f1, best_epoch = list(state["history"]), state["best_f1"], state["best_epoch"]
+        bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
+        torch.set_rng_state(state["rng"])
+    else:
+        rio.write_json(out / "config.json", cfg.to_dict())
+
+    train_loader = make_loader(CarsDataset(train_samples, build_transform(cfg.img_size, train=True)),
+                               cfg.batch_size, shuffle=True, workers=cfg.workers, device=device, seed=cfg.seed)
+    eval_tf = build_transform(cfg.img_size, train=False, resize=cfg.resize)
+    val_loader = make_loader(CarsDataset(data.split("val"), eval_tf), cfg.batch_size, shuffle=False,
+                             workers=cfg.workers, device=device)
+    trainable, total = count_parameters(model)
+    rep.start({"arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "device": str(device),
+               "classes": len(data.classes), "train": len(train_samples), "val": len(data.split("val")),
+               "trainable": trainable, "params": total, "start_epoch": start_epoch, "epochs": cfg.epochs,
+               "layout": data.layout})
+
+    t0 = time.perf_counter()
+    stopped_early = bad_epochs >= cfg.patience
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if stopped_early:
+            break
+        te = time.perf_counter()
+        # Seed the shuffle per epoch so a resumed run sees the same order as an uninterrupted one.
+        train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        tr = train_one_epoch(model, train_loader, optimizer, criterion, device, frozen=frozen, scaler=scaler,
+                             on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} train", len(train_samples)))
+        rep.end_phase()
+        va = evaluate(model, val_loader, device, criterion=criterion,
+                      on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} val", len(data.split("val"))))
+        rep.end_phase()
+        scheduler.step()
+        row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"], "train_f1": tr["f1"],
+               "val_loss": va["loss"], "val_acc": va["acc"], "val_f1": va["f1"],
+               "seconds": time.perf_counter() - te}
+        history.append(row)
+        improved = va["f1"] > best_f1
+        if improved:
+            best_f1, best_epoch, bad_epochs = va["f1"], epoch, 0
+            save_checkpoint(out / "best.pt", _checkpoint_payload(cfg, data, model, frozen, epoch,
+                                                                 {"val_acc": va["acc"], "val_f1": va["f1"]}))
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs >= cfg.patience
+        payload = _checkpoint_payload(cfg, data, model, frozen, epoch, {"val_acc": va["acc"], "val_f1": va["f1"]})
+        payload.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history,
+                       best_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, rng=torch.get_rng_state())
+        save_checkpoint(last_path, payload)
+        rio.write_csv(out / "history.csv", history)
+        rep.epoch(row, improved)
+
+    from .figures import learning_curves
+
+    learning_curves(history, out / "learning_curves.png")
+    test = None
+    if "test" in data.splits:
+        best = read_checkpoint(out / "best.pt")
+        model.load_state_dict(best["state_dict"])
+        test_loader = make_loader(CarsDataset(data.split("test"), eval_tf), cfg.batch_size, shuffle=False,
+                                  workers=cfg.workers, device=device)
+        te = evaluate(model, test_loader, device, on_batch=rep.phase("test (best model)", len(data.split("test"))))
+        rep.end_phase()
+        test = {"test_acc": te["acc"], "test_f1": te["f1"], "test_loss": te["loss"], "test_images": len(te["label"])}
+    seconds = time.perf_counter() - t0 + (sum(h["seconds"] for h in history[: start_epoch - 1]) if state else 0.0)
+    metrics = {"arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "best_epoch": best_epoch,
+               "best_val_f1": best_f1, "epochs_run": len(history), "stopped_early": stopped_early,
+               "train_seconds": round(sum(h["seconds"] for h in history), 1), **(test or {})}
+    rio.write_json(out / "metrics.json", metrics)
+    return FitResult(out, history, best_epoch, best_f1, test, stopped_early, seconds)
+
+
+def history_arrays(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    keys = history[0].keys() if history else []
+    return {k: np.array([h[k] for h in history]) for k in keys}

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny generated datasets (no network, no shared data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+COLORS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 210, 40)]
+
+
+def make_image(path: Path, color: tuple[int, int, int], rng: np.random.Generator, size=(48, 36)) -> None:
+    """A solid-colour image with noise, so each class is easy to tell apart."""
+    arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, quality=95)
+
+
+def make_folder_dataset(root: Path, classes: int = 3, per_split=(6, 3, 3), with_val: bool = True, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    splits = ("train", "val", "test") if with_val else ("train", "test")
+    counts = dict(zip(("train", "val", "test"), per_split))
+    for split in splits:
+        for c in range(classes):
+            for i in range(counts[split]):
+                make_image(root / split / f"Make{c} Model {2000 + c}" / f"{split}_{c}_{i}.jpg", COLORS[c], rng)
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    return make_folder_dataset(tmp_path / "cars")
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)

@@ -1,0 +1,99 @@
+"""The CLI end to end on a tiny generated dataset, and its one-line errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from robustcars.cli import app
+
+from .conftest import make_folder_dataset
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = make_folder_dataset(root / "cars")
+    run = root / "run"
+    r = invoke("train", "--data", data, "--out", run, "--arch", "resnet18", "--weights", "none", "--epochs", 2,
+               "--img-size", 32, "--batch-size", 8, "--workers", 0, "--threads", 2)
+    assert r.exit_code == 0, r.output
+    assert "test accuracy" in r.output and "run folder" in r.output
+    return data, run
+
+
+def test_attack_end_to_end(trained_run, tmp_path):
+    data, run = trained_run
+    out = tmp_path / "atk"
+    r = invoke("attack", "--run", run, "--eps", 0.01, "--eps", 0.1, "--eps", 0.0, "--batch-size", 4,
+               "--workers", 0, "--out", out, "--examples", 2)
+    assert r.exit_code == 0, r.output
+    assert "Robustness of resnet18 on 9 test images" in r.output
+    result = json.loads((out / "attack.json").read_text())
+    assert result["threat_model"]["eps"] == [0.0, 0.01, 0.1]
+    rows = result["rows"]
+    assert [r["attack"] for r in rows] == ["clean", "fgsm", "fgsm", "fgsm"]
+    assert rows[1]["accuracy"] == rows[0]["accuracy"] and rows[1]["top1_rank_mean"] == 1.0  # eps 0 changes nothing
+    assert rows[3]["linf_max"] <= 0.1 + 1e-6
+    records = [json.loads(l) for l in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 9 and [r["index"] for r in records] == list(range(9))
+    assert all(len(r["adv"]) == 3 and len(r["clean_top3"]) == 3 for r in records)
+    for name in ("entropy_hist.png", "panel_fgsm_eps0.01.png", "panel_fgsm_eps0.1.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    assert (out / "attack.csv").read_text().startswith("attack,norm,eps")
+    # the same command again refuses to overwrite; --resume on a complete run recomputes the same summary
+    again = invoke("attack", "--run", run, "--eps", 0.01, "--eps", 0.1, "--eps", 0.0, "--out", out, "--workers", 0)
+    assert again.exit_code == 2 and "already holds attack records" in again.output
+    resumed = invoke("attack", "--run", run, "--eps", 0.01, "--eps", 0.1, "--eps", 0.0, "--batch-size", 4,
+                     "--out", out, "--workers", 0, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "attack.json").read_text())["rows"] == rows
+
+
+def test_attack_resume_after_a_torn_write(trained_run, tmp_path):
+    data, run = trained_run
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    args = ["attack", "--run", run, "--eps", 0.05, "--batch-size", 4, "--workers", 0]
+    assert invoke(*args, "--out", full).exit_code == 0
+    assert invoke(*args, "--out", cut).exit_code == 0
+    lines = (cut / "records.jsonl").read_text().splitlines(keepends=True)
+    (cut / "records.jsonl").write_text("".join(lines[:4]) + lines[4][:20])  # 4 whole records + a torn one
+    r = invoke(*args, "--out", cut, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "resuming after 4" in r.output
+    a, b = json.loads((full / "attack.json").read_text()), json.loads((cut / "attack.json").read_text())
+    assert a["rows"] == b["rows"]
+    assert (full / "records.jsonl").read_text() == (cut / "records.jsonl").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/nonexistent/cars", "--out", "{tmp}/r"], "data folder not found: /nonexistent/cars"),
+    (["attack", "--run", "{tmp}/missing"], "checkpoint not found"),
+    (["attack", "--run", "{run}", "--eps", "1.5", "--out", "{tmp}/a"], "eps must be in [0, 1]"),
+    (["attack", "--run", "{run}", "--attack", "pgdd", "--out", "{tmp}/a"], "unknown attack 'pgdd'; choose one of: fgsm"),
+    (["attack", "--run", "{run}", "--data", "{tmp}/four", "--out", "{tmp}/a"], "trained on 3 classes but"),
+    (["train", "--data", "{data}", "--out", "{run}", "--weights", "none"], "already holds a run"),
+])
+def test_bad_input_is_one_line_and_exit_2(trained_run, tmp_path, args, message):
+    data, run = trained_run
+    make_folder_dataset(tmp_path / "four", classes=4)
+    args = [a.format(tmp=tmp_path, run=run, data=data) for a in args]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert r.output.startswith("error: ") and r.output.strip().count("\n") == 0
+
+
+def test_help_explains_every_option():
+    for cmd in ("train", "attack"):
+        r = invoke(cmd, "--help")
+        assert r.exit_code == 0
+    assert "pixel scale" in invoke("attack", "--help").output
+    assert invoke("--version").output.startswith("robustcars ")
