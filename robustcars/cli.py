@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import RobustcarsError
+from .errors import ConfigError, RobustcarsError
 
 app = typer.Typer(
     name="robustcars",
@@ -113,7 +113,7 @@ def train(
         workers=workers, limit_per_class=limit_per_class,
     )
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
-        raise typer.BadParameter(f"--weights must be imagenet, none or an existing file, got {weights!r}")
+        raise ConfigError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
     result = fit(cfg.validate() if not resume else cfg, resume=resume, reporter=RichTrainReporter())
     console.print(history_table(result.history, result.best_epoch))
     summary = f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f}"
@@ -128,8 +128,13 @@ def train(
 @_user_errors
 def attack(
     run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.")],
-    eps: Annotated[Optional[list[float]], typer.Option(help="L∞ budget in [0, 1] pixel scale (0.01 ≈ 2.55/255); repeat for a sweep.")] = None,
-    attack_name: Annotated[str, typer.Option("--attack", help="Attack to run (fgsm).")] = "fgsm",
+    eps: Annotated[Optional[list[float]], typer.Option(help="Budget in [0, 1] pixel scale (L∞; L2 for pgd_l2); 0.01 ≈ 2.55/255; repeat for a sweep [default: 0.01].")] = None,
+    suite: Annotated[Optional[Path], typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
+    attack_name: Annotated[str, typer.Option("--attack", help="Attack: fgsm, bim, pgd (L∞), pgd_l2, mifgsm. eps is an L2 budget for pgd_l2, L∞ otherwise.")] = "fgsm",
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Iterations of bim/pgd/pgd_l2/mifgsm [default: 10].")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Step size in pixel scale for iterative attacks [default: pgd 2.5·eps/steps, bim and mifgsm eps/steps].")] = None,
+    restarts: Annotated[Optional[int], typer.Option(min=1, help="Random restarts of pgd/pgd_l2 [default: 1].")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Targeted attack towards 'least_likely', 'runner_up' or a class index (iterative attacks only) [default: untargeted].")] = None,
     split: Annotated[str, typer.Option(help="Split to attack: test, val or train.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
     out: Annotated[Optional[Path], typer.Option(help="Output folder [default: RUN/attack-<attack>].")] = None,
@@ -148,8 +153,32 @@ def attack(
     from .runtime import set_threads
 
     set_threads(threads)
+    params = {k: v for k, v in {"steps": steps, "alpha": alpha, "restarts": restarts}.items() if v is not None}
+    if target is not None:
+        params["target"] = int(target) if target.isdigit() else target
+    if attack_name == "fgsm" and params:
+        raise ConfigError(f"fgsm takes no {', '.join('--' + k for k in params)} (one step of size eps)")
+    run_dir = run if run.is_dir() else run.parent
+    if suite is not None:
+        from .suite import load_suite, run_suite
+
+        if eps or params or attack_name != "fgsm":
+            raise ConfigError("--suite defines attacks, eps and parameters; drop --attack/--eps/--steps/... ")
+        spec = load_suite(suite)
+        base = AttackConfig(run=str(run), out=str(out or run_dir / f"suite-{spec.name}"), split=split,
+                            batch_size=batch_size, device=device.value, data=str(data.resolve()) if data else None,
+                            max_images=max_images, examples=examples, seed=seed, workers=workers)
+        result = run_suite(base, spec, resume=resume, reporter=RichAttackReporter())
+        console.print(attack_table(result))
+        for line in checks_lines(result["checks"]):
+            console.print(line)
+        total = sum(c["seconds"] for c in result["cost"].values())
+        console.print(f"[bold green]done[/] suite {spec.name} in {total / 60:.1f} min — results: {base.out}/suite.json, "
+                      f"suite.csv and one folder per attack")
+        return
     cfg = AttackConfig(
-        run=str(run), out=str(out or (run if run.is_dir() else run.parent) / f"attack-{attack_name}"),
+        params=params,
+        run=str(run), out=str(out or run_dir / f"attack-{attack_name}"),
         eps=list(eps or [0.01]), attack=attack_name, split=split, batch_size=batch_size, device=device.value,
         data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
         workers=workers,

@@ -108,8 +108,9 @@ def attack_table(result: dict[str, Any]) -> Table:
         t.add_column(name, justify=just)
     for r in result["rows"]:
         is_clean = r["attack"] == "clean"
+        name = r.get("label", r["attack"])
         t.add_row(
-            "clean" if is_clean else f"{r['attack']} ({r['norm']})", "–" if is_clean else f"{r['eps']:g}",
+            "clean" if is_clean else f"{name} ({r['norm']})", "–" if is_clean else f"{r['eps']:g}",
             fmt(r["accuracy"]), fmt(r["macro_f1"]), f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
             "–" if is_clean else fmt(r["success_rate"]),
             "–" if is_clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
@@ -119,5 +120,6 @@ def attack_table(result: dict[str, Any]) -> Table:
 
 
 def checks_lines(checks: list[dict[str, Any]]) -> list[str]:
-    return [f"[bold red]check failed:[/] {c['name']}" + (f" = {c['value']:.3f}" if "value" in c else "")
+    return [f"[bold red]check failed:[/] {c['name']}" + (f" ({c['attack']})" if "attack" in c else "")
+            + (f" = {c['value']:.3f}" if "value" in c else "")
             + f" — {c['explain']}" for c in checks if not c["ok"]]

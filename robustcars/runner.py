@@ -46,6 +46,7 @@ class AttackConfig:
     out: str
     eps: list[float] = field(default_factory=lambda: [0.01])
     attack: str = "fgsm"
+    params: dict[str, Any] = field(default_factory=dict)  # attack parameters (steps, alpha, restarts, target, ...)
     split: str = "test"
     batch_size: int = 32
     device: str = "auto"
@@ -63,7 +64,7 @@ class AttackConfig:
             raise ConfigError(f"--max-images must be >= 1, got {self.max_images}")
         if self.examples < 0:
             raise ConfigError(f"--examples must be >= 0, got {self.examples}")
-        get_attack(self.attack)  # unknown names fail before any work
+        get_attack(self.attack, **self.params)  # unknown names and bad parameters fail before any work
         return self
 
     def fingerprint(self) -> str:
@@ -117,7 +118,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
         samples = subsample(samples, cfg.max_images, cfg.seed)
     device = resolve_device(cfg.device)
     model = model_from_checkpoint(ckpt).to(device)  # eval mode; the runner owns this model
-    attack = get_attack(cfg.attack)
+    attack = get_attack(cfg.attack, **cfg.params)
 
     records_path = out / "records.jsonl"
     state_path = out / "attack_state.json"
@@ -149,7 +150,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     t0 = time.perf_counter()
     advance = rep.progress(len(samples), len(done))
     index = len(done)
-    grad_zero = 0
+    grad_zero: int | None = None  # known only for attacks that report it (FGSM)
     passes = 0
     with open(records_path, "a", encoding="utf-8") as fh:
         for x, y in loader:
@@ -168,7 +169,9 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
                     per_eps.append((a_logits.argmax(1), a_idx, a_prob, entropy(a_logits), ranks_of(a_logits, c_idx),
                                     linf, l2))
             if res.grad_zero is not None:
-                grad_zero += int(res.grad_zero.sum())
+                grad_zero = (grad_zero or 0) + int(res.grad_zero.sum())
+            targets_l = res.targets.tolist() if res.targets is not None else None
+            min_norms_l = res.min_norms.tolist() if res.min_norms is not None else None
             # one host transfer per batch, then plain Python for the records
             c_idx_l, c_prob_l, c_ent_l = c_idx.tolist(), c_prob.tolist(), c_ent.tolist()
             per_eps_l = [[t.tolist() for t in item] for item in per_eps]
@@ -179,6 +182,10 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
                 rec = {"index": index, "path": os.path.relpath(s.path, data.root), "label": y_l[i],
                        "clean_pred": c_idx_l[i][0], "clean_top3": c_idx_l[i], "clean_top3_prob": _r(c_prob_l[i]),
                        "clean_entropy": round(c_ent_l[i], 6), "adv": []}
+                if targets_l is not None:
+                    rec["target"] = targets_l[i]
+                if min_norms_l is not None:
+                    rec["min_norm"] = None if min_norms_l[i] == float("inf") else round(min_norms_l[i], 7)
                 for e, (pred, a_idx, a_prob, a_ent, rk, linf, l2) in zip(cfg.eps, per_eps_l):
                     rec["adv"].append({"eps": e, "pred": pred[i], "top3": a_idx[i], "top3_prob": _r(a_prob[i]),
                                        "entropy": round(a_ent[i], 6), "clean_top3_rank": rk[i],
@@ -198,7 +205,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     if len(records) != len(samples):
         raise DataError(f"{records_path} holds {len(records)} records for {len(samples)} images; rerun with --resume")
     summary = summarize(records, cfg.eps, attack.name, attack.norm, num_classes=ckpt["num_classes"])
-    summary["checks"] = sanity_checks(summary["rows"], records, cfg.eps, grad_zero, len(todo))
+    summary["checks"] = sanity_checks(summary["rows"], records, cfg.eps, grad_zero, len(todo), attack.norm)
     result = {
         "schema_version": SCHEMA_VERSION,
         "kind": "robustcars-attack",
@@ -208,7 +215,8 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
                 "std": ckpt["std"], "epoch": ckpt["epoch"], "train_config": tcfg},
         "data": {"root": str(data.root), "layout": data.layout, "split": cfg.split, "images": len(samples),
                  "classes": len(data.classes)},
-        "threat_model": {"norm": attack.norm, "eps": cfg.eps, "pixel_scale": "[0, 1]"},
+        "threat_model": {"norm": attack.norm, "eps": cfg.eps, "pixel_scale": "[0, 1]",
+                         "targeted": getattr(attack, "targeted", False), "params": cfg.params},
         "cost": {"seconds": round(seconds, 2), "images_per_second": round(len(todo) / seconds, 2) if seconds else None,
                  "forward_backward_passes_per_image": passes, "resumed_images": len(done)},
         "device": str(device),
@@ -217,7 +225,8 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     }
     rio.write_json(out / "attack.json", result)
     rio.write_csv(out / "attack.csv", summary["rows"])
-    result["figures"] = make_figures(records, examples, cfg, attack.name, ckpt["class_names"], out / "figures")
+    result["figures"] = make_figures(records, examples, cfg, attack.name, ckpt["class_names"], out / "figures",
+                                     attack.norm)
     rio.write_json(out / "attack.json", result)
     return result
 
@@ -248,12 +257,19 @@ def summarize(records: list[dict[str, Any]], eps: list[float], attack: str, norm
             "success_rate": attack_success_rate(y, clean_pred, pred),
             **rank_shift_summary(ranks, top=TOPK),
             "linf_max": float(max(a["linf"] for a in adv)), "l2_mean": float(np.mean([a["l2"] for a in adv])),
+            "l2_max": float(max(a["l2"] for a in adv)),
         })
+        if "min_norm" in records[0]:
+            found = [r["min_norm"] for r in records if r["min_norm"] is not None]
+            rows[-1]["min_norm_median"] = float(np.median(found)) if found else math.nan
+            rows[-1]["min_norm_found"] = len(found) / len(records)
+        if "target" in records[0]:
+            rows[-1]["target_hit_rate"] = float(np.mean([a["pred"] == r["target"] for a, r in zip(adv, records)]))
     return {"clean": clean, "rows": rows, "max_entropy_nats": math.log(num_classes)}
 
 
-def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps: list[float], grad_zero: int,
-                  attacked: int) -> list[dict[str, Any]]:
+def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps: list[float], grad_zero: int | None,
+                  attacked: int, norm: str = "linf") -> list[dict[str, Any]]:
     """Flags that make a result suspicious, each with what a failure suggests (AutoAttack ``checks.py``)."""
     checks = []
     accs = [r["accuracy"] for r in rows[1:]]
@@ -261,18 +277,20 @@ def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps
                    "explain": "robust accuracy rose with a larger budget: a weak attack or gradient masking"})
     checks.append({"name": "robust_not_above_clean", "ok": all(a <= rows[0]["accuracy"] + 0.01 for a in accs),
                    "explain": "an attack raised accuracy by more than 1 point: likely a bug in the attack"})
-    inside = all(a["linf"] <= e + 1e-6 for r in records for a, e in zip(r["adv"], eps))
+    key = "linf" if norm == "linf" else "l2"
+    inside = all(a[key] <= e * (1 + 1e-5) + 1e-6 for r in records for a, e in zip(r["adv"], eps))
     checks.append({"name": "inside_eps_ball", "ok": inside,
-                   "explain": "an adversarial image is outside the L∞ eps ball: the projection failed"})
-    share = grad_zero / attacked if attacked else 0.0
-    checks.append({"name": "zero_gradient_share", "ok": share < 0.01, "value": share,
-                   "explain": "share of images with an all-zero input gradient; above 1% suggests saturated "
-                              "softmax or gradient masking (FGSM cannot move those images)"})
+                   "explain": f"an adversarial image is outside the {norm} eps ball: the projection failed"})
+    if attacked and grad_zero is not None:
+        share = grad_zero / attacked
+        checks.append({"name": "zero_gradient_share", "ok": share < 0.01, "value": share,
+                       "explain": "share of images with an all-zero input gradient; above 1% suggests saturated "
+                                  "softmax or gradient masking (FGSM cannot move those images)"})
     return checks
 
 
 def make_figures(records: list[dict[str, Any]], examples: list[dict[str, Any]], cfg: AttackConfig, attack: str,
-                 class_names: list[str], folder: Path) -> list[str]:
+                 class_names: list[str], folder: Path, norm: str = "linf") -> list[str]:
     from .figures import attack_panel, entropy_histograms
 
     paths = []
@@ -289,6 +307,6 @@ def make_figures(records: list[dict[str, Any]], examples: list[dict[str, Any]], 
                 panel.append({"image": ex["image"].numpy(), "adv": ex["adv"][j].numpy(), "label": ex["label"],
                               "clean_top": list(zip(rec["clean_top3"], rec["clean_top3_prob"])),
                               "adv_top": list(zip(a["top3"], a["top3_prob"])), "ranks": a["clean_top3_rank"]})
-            paths.append(attack_panel(panel, class_names, f"{attack.upper()} eps = {e:g} (L∞, pixel scale)",
+            paths.append(attack_panel(panel, class_names, f"{attack.upper()} eps = {e:g} ({norm}, pixel scale)",
                                       folder / f"panel_{attack}_eps{e:g}.png"))
     return [str(p) for p in paths]

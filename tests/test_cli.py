@@ -76,7 +76,7 @@ def test_attack_resume_after_a_torn_write(trained_run, tmp_path):
     (["train", "--data", "/nonexistent/cars", "--out", "{tmp}/r"], "data folder not found: /nonexistent/cars"),
     (["attack", "--run", "{tmp}/missing"], "checkpoint not found"),
     (["attack", "--run", "{run}", "--eps", "1.5", "--out", "{tmp}/a"], "eps must be in [0, 1]"),
-    (["attack", "--run", "{run}", "--attack", "pgdd", "--out", "{tmp}/a"], "unknown attack 'pgdd'; choose one of: fgsm"),
+    (["attack", "--run", "{run}", "--attack", "pgdd", "--out", "{tmp}/a"], "unknown attack 'pgdd'; choose one of: bim, fgsm, mifgsm, pgd, pgd_l2"),
     (["attack", "--run", "{run}", "--data", "{tmp}/four", "--out", "{tmp}/a"], "trained on 3 classes but"),
     (["train", "--data", "{data}", "--out", "{run}", "--weights", "none"], "already holds a run"),
 ])
@@ -97,3 +97,48 @@ def test_help_explains_every_option():
         assert r.exit_code == 0
     assert "pixel scale" in invoke("attack", "--help").output
     assert invoke("--version").output.startswith("robustcars ")
+
+
+def test_suite_runs_every_entry(trained_run, tmp_path):
+    data, run = trained_run
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "t"\n[[attack]]\nname = "fgsm"\neps = [0.01, 0.1]\n'
+                     '[[attack]]\nname = "pgd"\neps = [0.01, 0.1]\nsteps = 3\n'
+                     '[[attack]]\nname = "pgd_l2"\neps = [0.5]\nsteps = 2\nlabel = "l2"\nmax_images = 4\n')
+    out = tmp_path / "suite"
+    r = invoke("attack", "--run", run, "--suite", suite, "--out", out, "--workers", 0, "--batch-size", 4)
+    assert r.exit_code == 0, r.output
+    result = json.loads((out / "suite.json").read_text())
+    assert [(row.get("label"), row["eps"]) for row in result["rows"]] == [
+        (None, 0.0), ("fgsm", 0.01), ("fgsm", 0.1), ("pgd", 0.01), ("pgd", 0.1), ("l2", 0.5)]
+    assert result["rows"][-1]["images"] == 4 and result["rows"][-1]["l2_max"] <= 0.5 + 1e-5
+    names = {c["name"] for c in result["checks"]}
+    assert {"pgd_no_weaker_than_fgsm", "inside_eps_ball", "accuracy_non_increasing_in_eps"} <= names
+    for label in ("fgsm", "pgd", "l2"):
+        assert (out / label / "attack.json").is_file()
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[[attack]]\nname = "pgdd"\neps = [0.1]\n', "unknown attack 'pgdd'; choose one of: bim, fgsm, mifgsm, pgd, pgd_l2"),
+    ('[[attack]]\nname = "pgd"\neps = [2.0]\n', "eps must be in [0, 1]"),
+    ('[[attack]]\nname = "pgd"\neps = [0.1]\nstepz = 3\n', "bad parameters for attack 'pgd'"),
+    ('[[attack]\n', "invalid TOML"),
+])
+def test_bad_suites_fail_before_any_work(trained_run, tmp_path, body, message):
+    _, run = trained_run
+    suite = tmp_path / "bad.toml"
+    suite.write_text(body)
+    r = invoke("attack", "--run", run, "--suite", suite, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_shipped_suites_are_valid():
+    from pathlib import Path
+
+    from robustcars.suite import load_suite
+
+    files = sorted((Path(__file__).resolve().parents[1] / "attacks").glob("*.toml"))
+    assert files
+    for f in files:
+        assert load_suite(f).entries

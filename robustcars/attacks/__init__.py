@@ -7,6 +7,7 @@ from collections.abc import Callable
 from ..errors import ConfigError
 from .base import Attack, AttackOutput, check_eps, frozen_weights, input_gradient, perturbation_norms, project
 from .fgsm import FGSM, fgsm, fgsm_sweep
+from .iterative import BIM, MIFGSM, PGDL2, PGDLinf, choose_targets, mi_fgsm, pgd
 
 _REGISTRY: dict[str, Callable[..., Attack]] = {}
 
@@ -32,6 +33,20 @@ def get_attack(name: str, **params) -> Attack:
 
 
 register("fgsm", FGSM)
+register("bim", BIM)
+register("pgd", PGDLinf)
+register("pgd_l2", PGDL2)
+register("mifgsm", MIFGSM)
 
-__all__ = ["Attack", "AttackOutput", "FGSM", "attack_names", "check_eps", "fgsm", "fgsm_sweep", "frozen_weights",
+
+def _register_foolbox() -> None:
+    from .foolbox_adapter import factories
+
+    for name, factory in factories().items():
+        register(name, factory)
+
+
+_register_foolbox()
+
+__all__ = ["Attack", "AttackOutput", "BIM", "FGSM", "MIFGSM", "PGDL2", "PGDLinf", "choose_targets", "mi_fgsm", "pgd", "attack_names", "check_eps", "fgsm", "fgsm_sweep", "frozen_weights",
            "get_attack", "input_gradient", "perturbation_norms", "project", "register"]

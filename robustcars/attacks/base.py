@@ -101,6 +101,8 @@ class AttackOutput:
     adv: list[torch.Tensor]
     clean_logits: torch.Tensor | None = None
     grad_zero: torch.Tensor | None = None
+    targets: torch.Tensor | None = None  # int64 (N,) for targeted attacks
+    min_norms: torch.Tensor | None = None  # float (N,) minimal adversarial norm (minimum-norm attacks; inf = failed)
     passes: int = 0  # forward+backward passes spent per image
 
 

@@ -1,0 +1,140 @@
+"""Attack suites: TOML files in ``attacks/`` naming attacks, eps lists and parameters.
+
+Format::
+
+    name = "gradient"
+    description = "FGSM, BIM and PGD over an L∞ eps sweep"
+    max_images = 2030            # optional: a seeded subset for every attack of the suite
+
+    [[attack]]
+    name = "fgsm"                # a registered attack (robustcars.attacks.attack_names())
+    eps = [0.001, 0.003, 0.01]   # in [0, 1] pixel scale; L2 budget for pgd_l2
+    [[attack]]
+    name = "pgd"
+    eps = [0.001, 0.003, 0.01]
+    steps = 10                   # any other key is an attack parameter
+    restarts = 1
+    label = "pgd10"              # optional: output sub-folder (default: the attack name)
+    max_images = 256             # optional: per-attack subset (e.g. for slow decision-based attacks)
+
+Everything is validated before any work starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .attacks import check_eps, get_attack
+from .errors import ConfigError
+
+RESERVED = {"name", "eps", "label", "max_images"}
+
+
+@dataclass
+class SuiteEntry:
+    attack: str
+    eps: list[float]
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+    max_images: int | None = None
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    entries: list[SuiteEntry]
+    path: str
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file.
+
+    Raises:
+        ConfigError: missing file, TOML syntax, unknown attack, bad parameters, eps outside [0, 1],
+            duplicate labels.
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"suite file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    items = doc.get("attack")
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{path}: no [[attack]] entries")
+    entries, labels = [], set()
+    for i, item in enumerate(items, 1):
+        if "name" not in item or "eps" not in item:
+            raise ConfigError(f"{path}: attack #{i} needs 'name' and 'eps'")
+        params = {k: v for k, v in item.items() if k not in RESERVED}
+        try:
+            get_attack(item["name"], **params)
+            eps = sorted(set(check_eps(item["eps"] if isinstance(item["eps"], list) else [item["eps"]])))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: attack #{i}: {exc}") from None
+        label = str(item.get("label", item["name"]))
+        if label in labels:
+            raise ConfigError(f"{path}: label {label!r} used twice; give each entry a distinct 'label'")
+        labels.add(label)
+        limit = item.get("max_images", doc.get("max_images"))
+        entries.append(SuiteEntry(item["name"], eps, label, params, int(limit) if limit else None))
+    return Suite(str(doc.get("name", path.stem)), str(doc.get("description", "")), entries, str(path))
+
+
+def suite_checks(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cross-attack checks: PGD must be no weaker than FGSM at the same eps on the same images."""
+    checks = []
+    by_attack: dict[str, dict[float, float]] = {}
+    images: dict[str, int] = {}
+    for res in results.values():
+        for row in res["rows"][1:]:
+            by_attack.setdefault(row["attack"], {})[row["eps"]] = row["accuracy"]
+            images[row["attack"]] = row["images"]
+    for strong in ("pgd", "bim", "mifgsm"):
+        if strong in by_attack and "fgsm" in by_attack and images[strong] == images["fgsm"]:
+            common = sorted(set(by_attack[strong]) & set(by_attack["fgsm"]))
+            worse = [e for e in common if by_attack[strong][e] > by_attack["fgsm"][e] + 1e-12]
+            checks.append({"name": f"{strong}_no_weaker_than_fgsm", "ok": not worse, "eps": worse,
+                           "explain": f"{strong} left more images correct than FGSM at eps {worse}: too few steps, "
+                                      "too small a step size, or gradient masking"})
+    return checks
+
+
+def entry_config(base, entry: SuiteEntry, out: Path):
+    """The AttackConfig of one suite entry (``base`` gives run, device, batch size, ...)."""
+    return replace(base, attack=entry.attack, eps=list(entry.eps), params=dict(entry.params),
+                   out=str(out / entry.label), max_images=entry.max_images or base.max_images)
+
+
+def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None) -> dict[str, Any]:
+    """Run every entry of ``suite`` with :func:`robustcars.runner.run_attack` into ``base.out/<label>``
+    and write ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them."""
+    from . import io as rio
+    from .runner import SCHEMA_VERSION, run_attack
+
+    out = Path(base.out)
+    configs = [entry_config(base, e, out) for e in suite.entries]
+    for c in configs:  # validate everything before any work
+        c.validate()
+    results = {}
+    for entry, cfg in zip(suite.entries, configs):
+        results[entry.label] = run_attack(cfg, resume=resume or False, reporter=reporter)
+    rows = [results[suite.entries[0].label]["rows"][0]]  # clean row once
+    for label, res in results.items():
+        rows += [{**r, "label": label} for r in res["rows"][1:]]
+    summary = {
+        "schema_version": SCHEMA_VERSION, "kind": "robustcars-suite", "suite": suite.name,
+        "description": suite.description, "suite_file": suite.path, "results": {k: str(out / k / "attack.json") for k in results},
+        "rows": rows, "checks": suite_checks(results) + [dict(c, attack=label) for label, res in results.items()
+                                                         for c in res["checks"]],
+        "run": results[suite.entries[0].label]["run"], "data": results[suite.entries[0].label]["data"],
+        "cost": {label: res["cost"] for label, res in results.items()},
+    }
+    rio.write_json(out / "suite.json", summary)
+    rio.write_csv(out / "suite.csv", rows)
+    return summary

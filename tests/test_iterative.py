@@ -1,0 +1,155 @@
+"""BIM, PGD (L∞, L2) and MI-FGSM as properties on tiny models; agreement with foolbox 3."""
+
+import pytest
+import torch
+from torch import nn
+
+from robustcars.attacks import BIM, FGSM, MIFGSM, PGDL2, PGDLinf, choose_targets, fgsm, get_attack, pgd
+from robustcars.errors import ConfigError
+
+from .test_attacks import linear_model, tiny_cnn
+
+
+def fitted_cnn(k=4, seed=0):
+    """A tiny CNN trained for a few steps on separable colour blobs, so its predictions mean something."""
+    g = torch.Generator().manual_seed(seed)
+    model = tiny_cnn(k)
+    x = (torch.rand(64, 3, 8, 8, generator=g) * 0.4 + torch.linspace(0.1, 0.5, k).repeat(16).view(-1, 1, 1, 1)).clamp(0, 1)
+    y = torch.arange(k).repeat(16)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for p in model.parameters():
+        p.grad = None
+    return model.eval(), x[:32], y[:32]
+
+
+@pytest.mark.parametrize("attack, norm", [(BIM(), "linf"), (PGDLinf(), "linf"), (PGDL2(), "l2"), (MIFGSM(), "linf")])
+def test_budget_bounds_and_mode(attack, norm):
+    model, x, y = fitted_cnn()
+    out = attack(model, x, y, [0.0, 0.03, 0.3])
+    assert torch.equal(out.adv[0], x)
+    for e, a in zip(out.eps, out.adv):
+        d = (a - x).flatten(1)
+        size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        assert (size <= e * (1 + 1e-5) + 1e-7).all()
+        assert a.min() >= 0 and a.max() <= 1
+    assert not model.training and all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert out.passes == 10 * 3
+
+
+def test_iterative_attacks_are_at_least_as_strong_as_fgsm():
+    model, x, y = fitted_cnn()
+    clean = (model(x).argmax(1) == y).float().mean()
+    eps = 0.05
+    acc = {}
+    for name in ("fgsm", "bim", "pgd", "mifgsm"):
+        adv = get_attack(name)(model, x, y, [eps]).adv[0]
+        acc[name] = (model(adv).argmax(1) == y).float().mean().item()
+    assert acc["fgsm"] < clean
+    assert acc["pgd"] <= acc["fgsm"] and acc["bim"] <= acc["fgsm"]
+
+
+def test_bim_one_step_equals_fgsm():
+    model, x, y = fitted_cnn()
+    assert torch.equal(BIM(steps=1)(model, x, y, [0.02]).adv[0], fgsm(model, x, y, eps=0.02))
+
+
+def test_pgd_on_linear_model_saturates_the_sign_direction():
+    # for a 2-class linear model the loss gradient's sign never changes, so BIM reaches x + eps * sign exactly
+    model = linear_model()
+    x = torch.full((2, 3, 4, 4), 0.5)
+    y = torch.tensor([0, 1])
+    adv = pgd(model, x, y, eps=0.1, steps=5, alpha=0.03, random_start=False)
+    assert torch.allclose(adv, fgsm(model, x, y, eps=0.1), atol=1e-6)
+
+
+def test_targeted_attacks_hit_their_targets():
+    model, x, y = fitted_cnn()
+    out = PGDLinf(steps=20, target="least_likely")(model, x, y, [0.5])
+    assert torch.equal(out.targets, model(x).argmin(1))
+    hit = (model(out.adv[0]).argmax(1) == out.targets).float().mean()
+    assert hit >= 0.9
+    out = PGDLinf(steps=20, target=2)(model, x, y, [0.5])
+    assert (model(out.adv[0]).argmax(1) == 2).float().mean() >= 0.9
+
+
+def test_choose_targets():
+    logits = torch.tensor([[3.0, 1.0, 2.0, 0.0]])
+    assert choose_targets(logits, "least_likely").tolist() == [3]
+    assert choose_targets(logits, "runner_up").tolist() == [2]
+    assert choose_targets(logits, 1).tolist() == [1]
+    with pytest.raises(ConfigError, match="target must be one of"):
+        choose_targets(logits, 9)
+
+
+def test_random_start_is_deterministic_with_a_seed_and_leaves_global_rng_alone():
+    model, x, y = fitted_cnn()
+    state = torch.get_rng_state()
+    a = PGDLinf(seed=5)(model, x, y, [0.03]).adv[0]
+    b = PGDLinf(seed=5)(model, x, y, [0.03]).adv[0]
+    c = PGDLinf(seed=6)(model, x, y, [0.03]).adv[0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_restarts_never_weaken_pgd():
+    model, x, y = fitted_cnn()
+    one = PGDLinf(steps=3, restarts=1, seed=1)(model, x, y, [0.03]).adv[0]
+    many = PGDLinf(steps=3, restarts=4, seed=1)(model, x, y, [0.03]).adv[0]
+    fooled = lambda a: (model(a).argmax(1) != y)  # noqa: E731
+    assert (fooled(many) | ~fooled(one)).all()  # every image fooled by one run is fooled with restarts
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(restarts=0), dict(alpha=-1.0), dict(stepz=3)])
+def test_bad_parameters_are_rejected(bad):
+    with pytest.raises(ConfigError):
+        get_attack("pgd", **bad)
+
+
+# --- foolbox 3 agreement ---------------------------------------------------------------------------
+
+fb = pytest.importorskip("foolbox")
+
+
+def test_fgsm_matches_foolbox():
+    model, x, y = fitted_cnn()
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    eps = [0.01, 0.05]
+    _, clipped, _ = fb.attacks.FGSM()(fmodel, x, y, epsilons=eps)
+    ours = FGSM()(model, x, y, eps).adv
+    for a, b in zip(ours, clipped):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_pgd_without_random_start_matches_foolbox_predictions():
+    model, x, y = fitted_cnn()
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    eps, steps, alpha = 0.03, 10, 0.0075
+    attack = fb.attacks.LinfPGD(steps=steps, abs_stepsize=alpha, random_start=False)
+    _, theirs, _ = attack(fmodel, x, y, epsilons=eps)
+    ours = PGDLinf(steps=steps, alpha=alpha, random_start=False)(model, x, y, [eps]).adv[0]
+    agree = (model(ours).argmax(1) == model(theirs).argmax(1)).float().mean()
+    assert agree >= 0.99
+
+
+@pytest.mark.parametrize("name", ["deepfool", "deepfool_linf", "cw_l2"])
+def test_foolbox_min_norm_attacks_through_the_adapter(name):
+    model, x, y = fitted_cnn()
+    x, y = x[:8], y[:8]
+    attack = get_attack(name, **({"steps": 20, "binary_search_steps": 3} if name == "cw_l2" else {}))
+    out = attack(model, x, y, [0.0, 0.05, 1.0])
+    norms = out.min_norms
+    assert norms.shape == (8,) and (norms >= 0).all()
+    pred = [model(a).argmax(1) for a in out.adv]
+    correct = model(x).argmax(1) == y
+    assert torch.equal(pred[0] == y, correct)  # eps 0: nothing changes
+    # robust accuracy at eps is exactly the share of clean-correct images whose minimal norm exceeds eps
+    for e, p in zip(out.eps, pred):
+        expected = correct & (norms > e)
+        fooled_within = correct & (norms <= e)
+        assert (p[fooled_within] != y[fooled_within]).all()
+        assert torch.equal(p[expected] == y[expected], torch.ones_like(p[expected], dtype=torch.bool))
+    assert model.training is False and all(p.requires_grad for p in model.parameters())
