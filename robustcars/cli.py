@@ -36,6 +36,27 @@ def _root(
     """Adversarial-robustness evaluation of fine-grained car classifiers (Stanford Cars, 196 classes)."""
 
 
+def _command(ctx: typer.Context) -> str:
+    """The invoked command with every option resolved (defaults included), for the reproducibility record."""
+    import shlex
+
+    parts = [ctx.command_path if ctx.command_path.startswith("robustcars") else f"robustcars {ctx.info_name}"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value is False or param.name in ("resume",) and not value:
+            continue
+        if param.param_type_name == "argument":
+            parts += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+            continue
+        opt = max(param.opts, key=len)
+        if value is True:
+            parts.append(opt)
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            parts += [opt, str(v.value if isinstance(v, Enum) else v)]
+    return " ".join([parts[0], *(shlex.quote(p) for p in parts[1:])])
+
+
 def _user_errors(fn):
     """Turn RobustcarsError (and Ctrl-C) into one line on stderr and exit status 2 (130 for Ctrl-C)."""
 
@@ -79,6 +100,7 @@ DEFAULT_DATA = "../shared/data/stanford-cars-160"
 @app.command()
 @_user_errors
 def train(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="Stanford Cars root: ROOT/{train,val,test}/<class>/*.jpg or the devkit layout (cars_train/, cars_test/, devkit/).")] = Path(DEFAULT_DATA),
     out: Annotated[Path, typer.Option(help="Run folder to create (checkpoints, history.csv, figures, metrics.json).")] = Path("runs/resnet34"),
     arch: Annotated[Arch, typer.Option(help="Backbone architecture.")] = Arch.resnet34,
@@ -114,7 +136,7 @@ def train(
     )
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise ConfigError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
-    result = fit(cfg.validate() if not resume else cfg, resume=resume, reporter=RichTrainReporter())
+    result = fit(cfg.validate() if not resume else cfg, resume=resume, reporter=RichTrainReporter(), command=_command(ctx))
     console.print(history_table(result.history, result.best_epoch))
     summary = f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f}"
     if result.test:
@@ -127,6 +149,7 @@ def train(
 @app.command()
 @_user_errors
 def attack(
+    ctx: typer.Context,
     run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.")],
     eps: Annotated[Optional[list[float]], typer.Option(help="Budget in [0, 1] pixel scale (L∞; L2 for pgd_l2); 0.01 ≈ 2.55/255; repeat for a sweep [default: 0.01].")] = None,
     suite: Annotated[Optional[Path], typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
@@ -168,7 +191,7 @@ def attack(
         base = AttackConfig(run=str(run), out=str(out or run_dir / f"suite-{spec.name}"), split=split,
                             batch_size=batch_size, device=device.value, data=str(data.resolve()) if data else None,
                             max_images=max_images, examples=examples, seed=seed, workers=workers)
-        result = run_suite(base, spec, resume=resume, reporter=RichAttackReporter())
+        result = run_suite(base, spec, resume=resume, reporter=RichAttackReporter(), command=_command(ctx))
         console.print(attack_table(result))
         for line in checks_lines(result["checks"]):
             console.print(line)
@@ -183,13 +206,32 @@ def attack(
         data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
         workers=workers,
     )
-    result = run_attack(cfg, resume=resume, reporter=RichAttackReporter())
+    result = run_attack(cfg, resume=resume, reporter=RichAttackReporter(), command=_command(ctx))
     console.print(attack_table(result))
     for line in checks_lines(result["checks"]):
         console.print(line)
     cost = result["cost"]
     console.print(f"[bold green]done[/] in {cost['seconds'] / 60:.1f} min ({cost['images_per_second']} img/s) — "
                   f"results: {cfg.out}/attack.json, attack.csv, records.jsonl, figures/")
+
+
+@app.command()
+@_user_errors
+def report(
+    ctx: typer.Context,
+    inputs: Annotated[list[Path], typer.Argument(help="Run folders (with their attack-*/ and suite-*/ results), attack folders or suite folders.")],
+    out: Annotated[Path, typer.Option(help="Report folder to write (report.json, index.html, report.md, figures/).")] = Path("reports/latest"),
+    title: Annotated[str, typer.Option(help="Title of the report.")] = "robustcars robustness report",
+) -> None:
+    """Bundle train and attack results into a reproducible report (JSON, static HTML, Markdown, PNG figures)."""
+    from .console import console, report_summary
+    from .report import build_report
+
+    result = build_report(inputs, out, title=title, command=_command(ctx))
+    console.print(report_summary(result))
+    for c in result["failed_checks"]:
+        console.print(f"[bold red]check failed:[/] {c['model']} · {c['attack']}: {c['name']} — {c['explain']}")
+    console.print(f"[bold green]report written[/]: {(out / 'index.html').resolve()} (also report.md, report.json, figures/)")
 
 
 def main() -> None:

@@ -123,3 +123,13 @@ def checks_lines(checks: list[dict[str, Any]]) -> list[str]:
     return [f"[bold red]check failed:[/] {c['name']}" + (f" ({c['attack']})" if "attack" in c else "")
             + (f" = {c['value']:.3f}" if "value" in c else "")
             + f" — {c['explain']}" for c in checks if not c["ok"]]
+
+
+def report_summary(report: dict[str, Any]) -> Table:
+    t = Table(title=report["title"])
+    keys = list(dict.fromkeys(k for r in report["comparison"] for k in r))
+    for k in keys:
+        t.add_column(k, justify="left" if k == "model" else "right")
+    for r in report["comparison"]:
+        t.add_row(*[r[k] if k == "model" else fmt(r.get(k)) for k in keys])
+    return t

@@ -99,3 +99,48 @@ def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: 
         row[5].set_title("rank change of the clean top-3", fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def robustness_curves(curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str) -> Path:
+    """Robust accuracy against eps (log x axis), one line per attack (or model · attack)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for name, pts in curves.items():
+        pts = sorted(p for p in pts if p[0] > 0)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("eps (pixel scale; L∞ or L2 per attack)")
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def rank_histogram(ranks: dict[str, list[int]], path: str | Path, title: str) -> Path:
+    """Distribution of the adversarial rank of the clean top-1 class, one step histogram per eps."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    top = max(max(r) for r in ranks.values()) if ranks else 1
+    bins = np.unique(np.round(np.logspace(0, np.log10(max(top, 2)) + 0.01, 30))) - 0.5
+    for eps, r in ranks.items():
+        ax.hist(r, bins=bins, histtype="step", linewidth=2, label=f"eps={float(eps):g}")
+    ax.set_xscale("log")
+    ax.axvline(3.5, color="grey", linestyle="--", linewidth=1)
+    ax.text(3.6, ax.get_ylim()[1] * 0.9, "top-3", fontsize=8, color="grey")
+    ax.set_xlabel("adversarial rank of the clean top-1 class (1 = still top)")
+    ax.set_ylabel("images")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_heatmap(cm: np.ndarray, path: str | Path, title: str, clip: int = 3) -> Path:
+    """Confusion matrix heatmap with entries clipped at ``clip`` so off-diagonal structure shows."""
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    im = ax.imshow(np.minimum(cm, clip), cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("predicted class index")
+    ax.set_ylabel("true class index")
+    ax.set_title(f"{title} (entries clipped at {clip})", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)

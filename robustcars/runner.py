@@ -96,7 +96,8 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackReporter | None = None) -> dict[str, Any]:
+def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackReporter | None = None,
+               command: str = "") -> dict[str, Any]:
     """Attack every image of ``cfg.split`` and write the files listed in the module docstring.
 
     Returns the ``attack.json`` content. Raises ConfigError, DataError, CheckpointError, StorageError.
@@ -209,6 +210,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     result = {
         "schema_version": SCHEMA_VERSION,
         "kind": "robustcars-attack",
+        "command": command,
         "config": asdict(cfg),
         "run": {"checkpoint": ckpt["path"], "arch": ckpt["arch"], "weights_origin": ckpt["weights_origin"],
                 "img_size": ckpt["img_size"], "resize": ckpt.get("resize", "crop"), "mean": ckpt["mean"],
@@ -225,8 +227,8 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     }
     rio.write_json(out / "attack.json", result)
     rio.write_csv(out / "attack.csv", summary["rows"])
-    result["figures"] = make_figures(records, examples, cfg, attack.name, ckpt["class_names"], out / "figures",
-                                     attack.norm)
+    figs = make_figures(records, examples, cfg, attack.name, ckpt["class_names"], out / "figures", attack.norm)
+    result["figures"] = [os.path.relpath(p, out) for p in figs]  # relative to the attack folder
     rio.write_json(out / "attack.json", result)
     return result
 

@@ -111,7 +111,7 @@ def entry_config(base, entry: SuiteEntry, out: Path):
                    out=str(out / entry.label), max_images=entry.max_images or base.max_images)
 
 
-def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None) -> dict[str, Any]:
+def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, command: str = "") -> dict[str, Any]:
     """Run every entry of ``suite`` with :func:`robustcars.runner.run_attack` into ``base.out/<label>``
     and write ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them."""
     from . import io as rio
@@ -123,12 +123,12 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None) -> dic
         c.validate()
     results = {}
     for entry, cfg in zip(suite.entries, configs):
-        results[entry.label] = run_attack(cfg, resume=resume or False, reporter=reporter)
+        results[entry.label] = run_attack(cfg, resume=resume or False, reporter=reporter, command=command)
     rows = [results[suite.entries[0].label]["rows"][0]]  # clean row once
     for label, res in results.items():
         rows += [{**r, "label": label} for r in res["rows"][1:]]
     summary = {
-        "schema_version": SCHEMA_VERSION, "kind": "robustcars-suite", "suite": suite.name,
+        "schema_version": SCHEMA_VERSION, "kind": "robustcars-suite", "suite": suite.name, "command": command,
         "description": suite.description, "suite_file": suite.path, "results": {k: str(out / k / "attack.json") for k in results},
         "rows": rows, "checks": suite_checks(results) + [dict(c, attack=label) for label, res in results.items()
                                                          for c in res["checks"]],

@@ -155,7 +155,7 @@ def _checkpoint_payload(cfg: TrainConfig, data: CarsData, model: nn.Module, froz
     }
 
 
-def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = None) -> FitResult:
+def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = None, command: str = "") -> FitResult:
     """Train ``cfg.arch`` on ``cfg.data`` into ``cfg.out``; see the module docstring for the files.
 
     With ``resume=True`` the run continues from ``cfg.out/last.pt`` (its saved config is used; only the
@@ -247,7 +247,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
         stopped_early = bad_epochs >= cfg.patience
         payload = _checkpoint_payload(cfg, data, model, frozen, epoch, {"val_acc": va["acc"], "val_f1": va["f1"]})
         payload.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history,
-                       best_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, rng=torch.get_rng_state())
+                       best_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, rng=torch.get_rng_state(),
+                       commands=(list(state.get("commands", [])) if state else []) + ([command] if command else []))
         save_checkpoint(last_path, payload)
         rio.write_csv(out / "history.csv", history)
         rep.epoch(row, improved)
@@ -265,7 +266,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
         rep.end_phase()
         test = {"test_acc": te["acc"], "test_f1": te["f1"], "test_loss": te["loss"], "test_images": len(te["label"])}
     seconds = time.perf_counter() - t0 + (sum(h["seconds"] for h in history[: start_epoch - 1]) if state else 0.0)
-    metrics = {"arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "best_epoch": best_epoch,
+    commands = list(state.get("commands", [])) if state else []
+    if command:
+        commands.append(command)
+    metrics = {"commands": commands, "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "best_epoch": best_epoch,
                "best_val_f1": best_f1, "epochs_run": len(history), "stopped_early": stopped_early,
                "train_seconds": round(sum(h["seconds"] for h in history), 1), **(test or {})}
     rio.write_json(out / "metrics.json", metrics)

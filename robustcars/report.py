@@ -1,0 +1,397 @@
+"""``robustcars report``: a self-contained robustness report from train and attack results.
+
+Reads run folders (``best.pt``, ``metrics.json``, ``history.csv``, and every ``attack-*/`` and ``suite-*/``
+inside), attack folders (``attack.json`` + ``records.jsonl``) and suite folders (``suite.json``). Nothing is
+re-computed on images: every number comes from those files. Writes::
+
+    OUT/report.json   every number, schema-versioned      OUT/index.html  one static page (offline)
+    OUT/report.md     the same for reading in a repository OUT/figures/*.png
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import json
+import math
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from . import io as rio
+from .aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
+from .errors import DataError
+from .runtime import library_versions
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass
+class ModelResults:
+    """One trained model and every attack result found for it."""
+
+    key: str
+    run_dir: Path | None
+    checkpoint: Path
+    attacks: list[dict[str, Any]] = field(default_factory=list)  # attack.json contents (+ "_dir")
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _attack_dirs(folder: Path) -> list[Path]:
+    return sorted(p.parent for p in folder.glob("*/attack.json")) + sorted(p.parent for p in folder.glob("*/*/attack.json"))
+
+
+def collect(paths: list[Path]) -> list[ModelResults]:
+    """Group the given run / attack / suite folders by model checkpoint.
+
+    Raises:
+        DataError: a path that is none of these.
+    """
+    attack_dirs: list[Path] = []
+    runs: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if (p / "attack.json").is_file():
+            attack_dirs.append(p)
+        elif (p / "suite.json").is_file():
+            attack_dirs += _attack_dirs(p)
+        elif (p / "best.pt").is_file():
+            runs.append(p)
+            attack_dirs += _attack_dirs(p)
+        else:
+            raise DataError(f"{p} is not a run folder (best.pt), an attack folder (attack.json) or a suite (suite.json)")
+    models: dict[str, ModelResults] = {}
+    for r in runs:
+        key = str((r / "best.pt").resolve())
+        models.setdefault(key, ModelResults(key, r, r / "best.pt"))
+    seen = set()
+    for d in attack_dirs:
+        if d.resolve() in seen:
+            continue
+        seen.add(d.resolve())
+        res = rio.read_json(d / "attack.json")
+        res["_dir"] = str(d)
+        ckpt = Path(res["run"]["checkpoint"])
+        key = str(ckpt.resolve())
+        m = models.setdefault(key, ModelResults(key, ckpt.parent if (ckpt.parent / "metrics.json").exists() else None, ckpt))
+        m.attacks.append(res)
+    for m in models.values():
+        if m.run_dir is not None:
+            if (m.run_dir / "metrics.json").is_file():
+                m.metrics = rio.read_json(m.run_dir / "metrics.json")
+            if (m.run_dir / "config.json").is_file():
+                m.config = rio.read_json(m.run_dir / "config.json")
+            if (m.run_dir / "history.csv").is_file():
+                with open(m.run_dir / "history.csv", encoding="utf-8") as fh:
+                    m.history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        if not m.config and m.attacks:
+            m.config = m.attacks[0]["run"].get("train_config", {})
+    return list(models.values())
+
+
+def sha256_file(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(root: str, seed: int = 0) -> dict[str, Any]:
+    """Counts per split and a sha256 of the sorted relative file list of each split (no image is read)."""
+    from .data import load_cars
+
+    try:
+        data = load_cars(root, seed=seed)
+    except DataError as exc:
+        return {"root": root, "available": False, "reason": str(exc)}
+    out = {"root": root, "available": True, "layout": data.layout, "classes": len(data.classes), "splits": {}}
+    for name, samples in data.splits.items():
+        rel = sorted(str(Path(s.path).relative_to(data.root)) if Path(s.path).is_relative_to(data.root) else s.path
+                     for s in samples)
+        out["splits"][name] = {"images": len(rel), "files_sha256": hashlib.sha256("\n".join(rel).encode()).hexdigest()}
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _records(attack: dict[str, Any]) -> list[dict[str, Any]]:
+    path = Path(attack["_dir"]) / "records.jsonl"
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.endswith("\n")]
+
+
+def _focus_eps_index(eps: list[float], near: float = 0.01) -> int:
+    """The eps used for per-class analyses: the one closest to ``near`` (log scale)."""
+    return int(np.argmin([abs(math.log(max(e, 1e-9)) - math.log(near)) for e in eps]))
+
+
+def _label(attack: dict[str, Any]) -> str:
+    d = Path(attack["_dir"]).name
+    return attack["config"]["attack"] if d.startswith("attack-") else d
+
+
+def model_name(m: ModelResults) -> str:
+    c = m.config
+    frozen = f", freeze {c.get('freeze')}" if c.get("freeze") else ""
+    return f"{c.get('arch', '?')} ({c.get('weights', '?')}{frozen}, {c.get('img_size', '?')} px)"
+
+
+def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robustness report", command: str = "") -> dict[str, Any]:
+    """Write the report folder and return ``report.json``'s content."""
+    from . import figures as F
+
+    models = collect(paths)
+    if not models:
+        raise DataError("no runs or attack results found in the given paths")
+    figdir = out / "figures"
+    report: dict[str, Any] = {
+        "schema_version": REPORT_SCHEMA_VERSION, "kind": "robustcars-report", "title": title,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "reproducibility": {"report_command": command, "robustcars_version": __version__, "git_commit": git_commit(),
+                            "versions": library_versions()},
+        "models": [],
+    }
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for i, m in enumerate(models):
+        slug = f"m{i + 1}"
+        entry: dict[str, Any] = {
+            "id": slug, "name": model_name(m), "checkpoint": str(m.checkpoint), "checkpoint_sha256": sha256_file(m.checkpoint),
+            "config": m.config, "metrics": m.metrics, "commands": m.metrics.get("commands", []), "figures": {},
+            "attacks": [],
+        }
+        if m.config.get("data"):
+            entry["dataset"] = dataset_fingerprint(m.config["data"], seed=m.config.get("seed", 0))
+        if m.history:
+            entry["history"] = m.history
+            entry["figures"]["learning_curves"] = str(F.learning_curves(m.history, figdir / f"{slug}_learning_curves.png").relative_to(out))
+        # the attack over the most images carries the clean predictions used for the confusion matrix
+        biggest = max(m.attacks, key=lambda a: a["data"]["images"], default=None)
+        class_names = None
+        if biggest is not None:
+            from .checkpoint import read_checkpoint
+
+            class_names = read_checkpoint(m.checkpoint)["class_names"] if m.checkpoint.is_file() else None
+        model_curves: dict[str, list[tuple[float, float]]] = {}
+        for a in m.attacks:
+            label = _label(a)
+            recs = _records(a)
+            rows = a["rows"]
+            att = {"label": label, "attack": a["config"]["attack"], "norm": a["threat_model"]["norm"],
+                   "images": a["data"]["images"], "split": a["data"]["split"], "command": a.get("command", ""),
+                   "params": a["threat_model"].get("params", {}), "rows": rows, "checks": a.get("checks", []),
+                   "cost": a.get("cost", {}), "dir": a["_dir"], "figures": {}}
+            eps = a["threat_model"]["eps"]
+            model_curves[label] = [(r["eps"], r["accuracy"]) for r in rows[1:]]
+            fi = _focus_eps_index(eps)
+            att["focus_eps"] = eps[fi]
+            att["top1_rank"] = {str(e): top1_rank_distribution(recs, j) for j, e in enumerate(eps)}
+            att["figures"]["rank_hist"] = str(F.rank_histogram(att["top1_rank"], figdir / f"{slug}_{label}_ranks.png",
+                                                               f"{label}: adversarial rank of the clean top-1").relative_to(out))
+            clean_ent = np.array([r["clean_entropy"] for r in recs])
+            adv_ent = {f"eps={e:g}": np.array([r["adv"][j]["entropy"] for r in recs]) for j, e in enumerate(eps)}
+            names = class_names or [str(k) for k in range(max(r["label"] for r in recs) + 1)]
+            att["figures"]["entropy_hist"] = str(F.entropy_histograms(
+                clean_ent, adv_ent, math.log(len(names)), figdir / f"{slug}_{label}_entropy.png").relative_to(out))
+            if class_names:
+                per_class = group_robustness(recs, class_names, fi)
+                per_make = group_robustness(recs, [make_of(n) for n in class_names], fi)
+                robust_first = sorted(per_class, key=lambda r: (-r["robust_acc"], -r["images"], r["group"]))
+                att["per_class"] = {"most_fragile": per_class[:10], "most_robust": robust_first[:10]}
+                att["per_make"] = per_make
+                att["flips"] = flips(recs, class_names, fi)
+            att["figures"]["panels"] = []
+            for p in a.get("figures", []):
+                p = Path(a["_dir"]) / p
+                if "panel_" in p.name and p.is_file():
+                    dest = figdir / f"{slug}_{label}_{Path(p).name}"
+                    rio.write_bytes(dest, Path(p).read_bytes())
+                    att["figures"]["panels"].append(str(dest.relative_to(out)))
+            entry["attacks"].append(att)
+        if model_curves:
+            entry["figures"]["robustness_curves"] = str(F.robustness_curves(
+                {k: v for k, v in model_curves.items()}, figdir / f"{slug}_robustness.png",
+                f"{entry['name']}: robust accuracy vs eps").relative_to(out))
+            curves[entry["name"]] = model_curves
+        if biggest is not None and class_names:
+            cm = confusion(_records(biggest), len(class_names))
+            entry["figures"]["confusion"] = str(F.confusion_heatmap(cm, figdir / f"{slug}_confusion.png",
+                                                                    f"{entry['name']}: clean confusion matrix").relative_to(out))
+        report["models"].append(entry)
+    if len(report["models"]) > 1:
+        overlay = {f"{name} · {label}": pts for name, mc in curves.items() for label, pts in mc.items()}
+        report["comparison_figure"] = str(F.robustness_curves(overlay, figdir / "comparison_robustness.png",
+                                                              "Robust accuracy vs eps, all models").relative_to(out))
+    report["comparison"] = comparison_rows(report["models"])
+    report["failed_checks"] = [{"model": m["name"], "attack": a["label"], **c} for m in report["models"]
+                               for a in m["attacks"] for c in a["checks"] if not c["ok"]]
+    rio.write_json(out / "report.json", report)
+    rio.write_text(out / "report.md", render_markdown(report))
+    rio.write_text(out / "index.html", render_html(report))
+    return report
+
+
+def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model: clean test metrics and robust accuracy of each attack at its focus eps."""
+    rows = []
+    for m in models:
+        row = {"model": m["name"], "test_acc": m["metrics"].get("test_acc"), "test_f1": m["metrics"].get("test_f1")}
+        for a in m["attacks"]:
+            r = next((r for r in a["rows"][1:] if r["eps"] == a["focus_eps"]), None)
+            if r:
+                row[f"{a['label']} @ {a['focus_eps']:g}"] = r["accuracy"]
+        rows.append(row)
+    return rows
+
+
+def _f(x: Any, d: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return "nan" if x != x else f"{x:.{d}f}"
+    return str(x)
+
+
+def _attack_table(a: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["input", "eps", "accuracy", "macro-F1", "entropy (nats) mean ± std", "success rate", "clean top-1 rank mean / median",
+            "top-1 left top-3", "L∞ max", "L2 mean"]
+    body = []
+    for r in a["rows"]:
+        clean = r["attack"] == "clean"
+        body.append(["clean" if clean else a["label"], "–" if clean else f"{r['eps']:g}", _f(r["accuracy"], 4),
+                     _f(r["macro_f1"], 4), f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
+                     "–" if clean else _f(r.get("success_rate")),
+                     "–" if clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
+                     "–" if clean else _f(r.get("top1_left_top3")), "–" if clean else _f(r.get("linf_max"), 4),
+                     "–" if clean else _f(r.get("l2_mean"), 3)])
+    return head, body
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _group_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    return (["group", "images", "clean acc", "robust acc", "drop"],
+            [[r["group"], str(r["images"]), _f(r["clean_acc"]), _f(r["robust_acc"]), _f(r["drop"])] for r in rows])
+
+
+def _sections(report: dict[str, Any]):
+    """Yield (kind, payload) blocks shared by the Markdown and HTML renderers."""
+    rep = report["reproducibility"]
+    yield "h1", report["title"]
+    yield "p", f"Created {report['created']} by robustcars {rep['robustcars_version']} (git {rep['git_commit'] or 'unknown'})."
+    if report["failed_checks"]:
+        yield "h2", "⚠ Sanity checks that failed"
+        yield "table", (["model", "attack", "check", "what it suggests"],
+                        [[c["model"], c["attack"], c["name"] + (f" = {c['value']:.3f}" if "value" in c else ""), c["explain"]]
+                         for c in report["failed_checks"]])
+    if len(report["models"]) > 1:
+        yield "h2", "Comparison"
+        keys = list(dict.fromkeys(k for r in report["comparison"] for k in r))
+        yield "table", (keys, [[_f(r.get(k), 4) if k != "model" else r[k] for k in keys] for r in report["comparison"]])
+        if report.get("comparison_figure"):
+            yield "img", report["comparison_figure"]
+    for m in report["models"]:
+        yield "h2", f"Model: {m['name']}"
+        met = m["metrics"]
+        yield "table", (["checkpoint", "sha256", "weights", "frozen", "best epoch", "clean test accuracy", "clean test macro-F1"],
+                        [[m["checkpoint"], (m["checkpoint_sha256"] or "–")[:16], str(m["config"].get("weights", "–")),
+                          ", ".join(met.get("frozen", [])) or "none", _f(met.get("best_epoch")), _f(met.get("test_acc"), 4),
+                          _f(met.get("test_f1"), 4)]])
+        for key in ("learning_curves", "confusion", "robustness_curves"):
+            if key in m["figures"]:
+                yield "img", m["figures"][key]
+        for a in m["attacks"]:
+            yield "h3", f"{a['label']} ({a['norm']}, {a['images']} {a['split']} images)"
+            yield "table", _attack_table(a)
+            yield "img", a["figures"]["entropy_hist"]
+            yield "img", a["figures"]["rank_hist"]
+            for panel in a["figures"].get("panels", []):
+                yield "img", panel
+            if "per_make" in a:
+                yield "h4", f"Per make at eps {a['focus_eps']:g} (most fragile first)"
+                yield "table", _group_table(a["per_make"][:12])
+                yield "h4", f"Most fragile classes at eps {a['focus_eps']:g}"
+                yield "table", _group_table(a["per_class"]["most_fragile"])
+                yield "h4", f"Most robust classes at eps {a['focus_eps']:g}"
+                yield "table", _group_table(a["per_class"]["most_robust"])
+                f = a["flips"]
+                yield "p", (f"{f['fooled']} clean-correct images were fooled; {_f(f['same_make_share'])} of the flips stay "
+                            "within the same make.")
+                yield "table", (["true class", "adversarial class", "count", "same make"],
+                                [[t["true"], t["adversarial"], str(t["count"]), "yes" if t["same_make"] else "no"] for t in f["top"]])
+            for c in a["checks"]:
+                yield "p", f"check {c['name']}: {'ok' if c['ok'] else 'FAILED — ' + c['explain']}"
+    yield "h2", "Reproducibility"
+    rows = [["robustcars", rep["robustcars_version"]], ["git commit", rep["git_commit"] or "unknown"],
+            ["report command", rep["report_command"] or "–"]] + [[k, v] for k, v in rep["versions"].items()]
+    for m in report["models"]:
+        for c in m["commands"]:
+            rows.append([f"train ({m['id']})", c])
+        for a in m["attacks"]:
+            rows.append([f"attack ({m['id']}, {a['label']})", a["command"] or "–"])
+        ds = m.get("dataset")
+        if ds and ds.get("available"):
+            counts = ", ".join(f"{k} {v['images']} ({v['files_sha256'][:12]})" for k, v in ds["splits"].items())
+            rows.append([f"data ({m['id']})", f"{ds['root']}: {counts}"])
+        rows.append([f"config ({m['id']})", json.dumps(m["config"], sort_keys=True)])
+    yield "table", (["what", "value"], rows)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    out = []
+    for kind, payload in _sections(report):
+        if kind in ("h1", "h2", "h3", "h4"):
+            out.append("#" * int(kind[1]) + " " + payload)
+        elif kind == "p":
+            out.append(payload)
+        elif kind == "table":
+            out.append(_md_table(*payload))
+        elif kind == "img":
+            out.append(f"![{Path(payload).stem}]({payload})")
+    return "\n\n".join(out) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.8em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.5em 0;border:1px solid #eee}
+h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}.warn{background:#fee}"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(report['title'])}</title>"
+             f"<style>{CSS}</style></head><body>"]
+    for kind, payload in _sections(report):
+        if kind in ("h1", "h2", "h3", "h4"):
+            parts.append(f"<{kind}>{e(payload)}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{e(payload)}</p>")
+        elif kind == "table":
+            head, body = payload
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>")
+        elif kind == "img":
+            parts.append(f"<a href='{e(payload)}'><img src='{e(payload)}' alt='{e(Path(payload).stem)}'></a>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
