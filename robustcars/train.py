@@ -96,13 +96,13 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, crit
     was_training = model.training
     model.eval()
     criterion = criterion or nn.CrossEntropyLoss()
-    total_loss, preds, labels = 0.0, [], []
+    total_loss, preds, labels = torch.zeros((), device=device), [], []
     try:
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device):
                 logits = model(x)
-            total_loss += float(criterion(logits.float(), y)) * len(y)
+            total_loss += criterion(logits.float(), y) * len(y)  # stays on the device: no per-batch sync
             preds.append(logits.argmax(1).cpu())
             labels.append(y.cpu())
             if on_batch:
@@ -110,7 +110,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, crit
     finally:
         model.train(was_training)
     p, t = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-    return {"loss": total_loss / len(t), "acc": accuracy(t, p), "f1": macro_f1(t, p), "pred": p, "label": t}
+    return {"loss": float(total_loss) / len(t), "acc": accuracy(t, p), "f1": macro_f1(t, p), "pred": p, "label": t}
 
 
 @dataclass

@@ -142,3 +142,19 @@ def test_shipped_suites_are_valid():
     assert files
     for f in files:
         assert load_suite(f).entries
+
+
+def test_corrupt_image_in_a_worker_is_one_line(trained_run, tmp_path):
+    import shutil
+
+    data, run = trained_run
+    copy = tmp_path / "cars"
+    shutil.copytree(data, copy)
+    (copy / "test" / "Make1 Model 2001" / "zz_broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    r = invoke("attack", "--run", run, "--data", copy, "--out", tmp_path / "a", "--workers", 1, "--batch-size", 4)
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]  # the runner mixes the start line (stdout) with stderr
+    assert last.startswith("error: cannot read image ") and last.endswith("zz_broken.jpg'")
+    assert "Traceback" not in r.output and r.output.count("error:") == 1
+    # the records of the batches before the bad image are kept for --resume
+    assert (tmp_path / "a" / "records.jsonl").read_text().count("\n") == 4
