@@ -234,6 +234,45 @@ def report(
     console.print(f"[bold green]report written[/]: {(out / 'index.html').resolve()} (also report.md, report.json, figures/)")
 
 
+@app.command()
+@_user_errors
+def bench(
+    ctx: typer.Context,
+    arch: Annotated[Arch, typer.Option(help="Model to time (random weights: speed does not depend on them).")] = Arch.resnet34,
+    img_size: Annotated[int, typer.Option(min=16, max=1024, help="Square input size in pixels.")] = 160,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
+    batches: Annotated[int, typer.Option(min=1, help="Batches per timed call.")] = 2,
+    reps: Annotated[int, typer.Option(min=1, help="Timed rounds per contender (median and min-max reported).")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up calls per contender.")] = 1,
+    steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 10,
+    peers: Annotated[bool, typer.Option(help="Also time foolbox (and torchattacks, if installed) with identical settings.")] = True,
+    train_step: Annotated[bool, typer.Option("--train/--no-train", help="Also time a training step on in-memory tensors.")] = True,
+    channels_last: Annotated[bool, typer.Option(help="Run the models in channels_last memory format.")] = False,
+    device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.cpu,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Also time a real training epoch (decode + augment + step) on this dataset's train split.")] = None,
+    epoch_images: Annotated[int, typer.Option(min=1, help="Images in that epoch.")] = 256,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader workers for that epoch.")] = 2,
+    out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    """Images/s of robustcars' attacks vs the bare floor loop and peer libraries, in one process, alternating."""
+    from . import io as rio
+    from .bench import BenchConfig, run_bench
+    from .console import bench_table, console
+
+    cfg = BenchConfig(arch=arch.value, img_size=img_size, batch_size=batch_size, batches=batches, reps=reps,
+                      warmup=warmup, steps=steps, peers=peers, train=train_step, channels_last=channels_last,
+                      device=device.value, threads=threads, data=str(data) if data else None,
+                      epoch_images=epoch_images, workers=workers)
+    with console.status("benchmarking") as status:
+        result = run_bench(cfg, progress=lambda msg: status.update(msg))
+    result["command"] = _command(ctx)
+    console.print(bench_table(result))
+    if out:
+        rio.write_json(out, result)
+        console.print(f"results: {out}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,48 @@
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from robustcars.attacks import FGSM, PGDLinf
+from robustcars.cli import app
+from robustcars.models import build_model
+
+from .conftest import make_folder_dataset
+
+
+def test_bench_measures_every_contender_with_ratios(tmp_path):
+    data = make_folder_dataset(tmp_path / "cars")
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(app, ["bench", "--arch", "resnet18", "--img-size", "32", "--batch-size", "4", "--batches",
+                                 "1", "--reps", "2", "--warmup", "0", "--steps", "2", "--data", str(data),
+                                 "--epoch-images", "8", "--workers", "0", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    names = {row["name"] for row in res["rows"]}
+    assert {"floor FGSM", "robustcars FGSM", "foolbox FGSM", "robustcars FGSM sweep", "robustcars PGD-2 Linf",
+            "train step (in-memory tensors)", "train epoch (real data, 0 workers)"} <= names
+    for row in res["rows"]:
+        assert row["min_img_s"] <= row["median_img_s"] <= row["max_img_s"] and row["median_img_s"] > 0
+        assert len(res["seconds"][row["name"]]) == 2
+        if row["name"].startswith("floor"):
+            assert row["vs_floor"] == 1.0
+    ours = next(row for row in res["rows"] if row["name"] == "robustcars FGSM")
+    assert ours["vs_foolbox"] > 0
+
+
+def test_fast_paths_give_the_same_adversarial_images():
+    # channels_last and a frozen-weights model produce the same FGSM/PGD images as the plain path
+    torch.manual_seed(0)
+    model = build_model("resnet18", 5, "none").eval()
+    x, y = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    plain = FGSM()(model, x, y, [0.01, 0.03]).adv
+    cl_model = build_model("resnet18", 5, "none").eval()
+    cl_model.load_state_dict(model.state_dict())
+    cl_model = cl_model.to(memory_format=torch.channels_last)
+    fast = FGSM()(cl_model, x.to(memory_format=torch.channels_last), y, [0.01, 0.03]).adv
+    for a, b in zip(plain, fast):
+        # sign() can flip only where the gradient is ~0; allow a vanishing share of such pixels
+        assert (a - b).abs().gt(1e-6).float().mean() < 1e-3
+    p1 = PGDLinf(steps=2, random_start=False)(model, x, y, [0.01]).adv[0]
+    p2 = PGDLinf(steps=2, random_start=False)(cl_model, x.to(memory_format=torch.channels_last), y, [0.01]).adv[0]
+    assert (p1 - p2).abs().gt(1e-6).float().mean() < 1e-2
