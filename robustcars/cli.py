@@ -136,7 +136,17 @@ def train(
     )
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise ConfigError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
-    result = fit(cfg.validate() if not resume else cfg, resume=resume, reporter=RichTrainReporter(), command=_command(ctx))
+    from . import distributed as D
+    from .train import Reporter
+
+    main_rank = D.env_is_main()
+    try:
+        result = fit(cfg.validate() if not resume else cfg, resume=resume,
+                     reporter=RichTrainReporter() if main_rank else Reporter(), command=_command(ctx))
+    finally:
+        D.shutdown()
+    if not main_rank:
+        return
     console.print(history_table(result.history, result.best_epoch))
     summary = f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f}"
     if result.test:
@@ -153,7 +163,7 @@ def attack(
     run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.")],
     eps: Annotated[Optional[list[float]], typer.Option(help="Budget in [0, 1] pixel scale (L∞; L2 for pgd_l2); 0.01 ≈ 2.55/255; repeat for a sweep [default: 0.01].")] = None,
     suite: Annotated[Optional[Path], typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
-    attack_name: Annotated[str, typer.Option("--attack", help="Attack: fgsm, bim, pgd (L∞), pgd_l2, mifgsm. eps is an L2 budget for pgd_l2, L∞ otherwise.")] = "fgsm",
+    attack_name: Annotated[str, typer.Option("--attack", help="Attack: fgsm, bim, pgd, mifgsm (L∞), pgd_l2 (L2) — robustcars' own; deepfool (L2), deepfool_linf, cw_l2, ead, hsj (L2) — foolbox minimum-norm attacks.")] = "fgsm",
     steps: Annotated[Optional[int], typer.Option(min=1, help="Iterations of bim/pgd/pgd_l2/mifgsm [default: 10].")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Step size in pixel scale for iterative attacks [default: pgd 2.5·eps/steps, bim and mifgsm eps/steps].")] = None,
     restarts: Annotated[Optional[int], typer.Option(min=1, help="Random restarts of pgd/pgd_l2 [default: 1].")] = None,
@@ -172,10 +182,12 @@ def attack(
 ) -> None:
     """Attack every image of a split and report accuracy, macro-F1, entropy, success rate and top-3 rank shifts."""
     from .console import RichAttackReporter, attack_table, checks_lines, console
-    from .runner import AttackConfig, run_attack
+    from . import distributed as D
+    from .runner import AttackConfig, AttackReporter, run_attack
     from .runtime import set_threads
 
     set_threads(threads)
+    reporter = RichAttackReporter() if D.env_is_main() else AttackReporter()
     params = {k: v for k, v in {"steps": steps, "alpha": alpha, "restarts": restarts}.items() if v is not None}
     if target is not None:
         params["target"] = int(target) if target.isdigit() else target
@@ -191,7 +203,12 @@ def attack(
         base = AttackConfig(run=str(run), out=str(out or run_dir / f"suite-{spec.name}"), split=split,
                             batch_size=batch_size, device=device.value, data=str(data.resolve()) if data else None,
                             max_images=max_images, examples=examples, seed=seed, workers=workers)
-        result = run_suite(base, spec, resume=resume, reporter=RichAttackReporter(), command=_command(ctx))
+        try:
+            result = run_suite(base, spec, resume=resume, reporter=reporter, command=_command(ctx))
+        finally:
+            D.shutdown()
+        if not result:
+            return
         console.print(attack_table(result))
         for line in checks_lines(result["checks"]):
             console.print(line)
@@ -206,7 +223,12 @@ def attack(
         data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
         workers=workers,
     )
-    result = run_attack(cfg, resume=resume, reporter=RichAttackReporter(), command=_command(ctx))
+    try:
+        result = run_attack(cfg, resume=resume, reporter=reporter, command=_command(ctx))
+    finally:
+        D.shutdown()
+    if not result:  # a non-zero torchrun rank: rank 0 prints
+        return
     console.print(attack_table(result))
     for line in checks_lines(result["checks"]):
         console.print(line)

@@ -239,10 +239,11 @@ def freeze(model: nn.Sequential, n: int) -> list[str]:
 
 
 def set_train_mode(model: nn.Sequential, frozen: Sequence[str]) -> None:
-    """``model.train()`` but with the frozen children in eval mode."""
+    """``model.train()`` but with the frozen children in eval mode (``model`` may be DDP-wrapped)."""
     model.train()
+    inner = getattr(model, "module", model)
     for name in frozen:
-        getattr(model.model, name).eval()
+        getattr(inner.model, name).eval()
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -117,43 +117,58 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     samples = data.split(cfg.split)
     if cfg.max_images:
         samples = subsample(samples, cfg.max_images, cfg.seed)
-    device = resolve_device(cfg.device)
+    from . import distributed as D
+
+    d, device = D.init(resolve_device(cfg.device))
     model = model_from_checkpoint(ckpt).to(device)  # eval mode; the runner owns this model
     attack = get_attack(cfg.attack, **cfg.params)
 
     records_path = out / "records.jsonl"
     state_path = out / "attack_state.json"
-    done: list[dict[str, Any]] = []
-    if resume and records_path.is_file():
+    # One process appends to records.jsonl; under torchrun each rank appends to its own shard file and
+    # rank 0 merges them (by image index) at the end.
+    my_path = records_path if not d.enabled else out / f"records.rank{d.rank}.jsonl"
+    existing = D.broadcast(records_path.exists() or any(out.glob("records.rank*.jsonl")), d)
+    if existing and not resume:
+        raise ConfigError(f"{out} already holds attack records; pass --resume to continue or choose another --out")
+    if existing:
         state = rio.read_json(state_path) if state_path.is_file() else {}
         if state.get("fingerprint") != cfg.fingerprint():
             raise ConfigError(f"{out} holds records of a different attack configuration; use another --out")
-        done = _read_records(records_path)
-        with open(records_path, "r+", encoding="utf-8") as fh:  # drop a torn last line
-            fh.truncate(sum(len(json.dumps(r)) + 1 for r in done))
-    elif records_path.exists():
-        raise ConfigError(f"{out} already holds attack records; pass --resume to continue or choose another --out")
-    else:
+    D.barrier(d)
+    done_idx: set[int] = set()
+    for path in [records_path, *sorted(out.glob("records.rank*.jsonl"))] if existing else []:
+        if path.is_file():
+            done_idx |= {r["index"] for r in _read_records(path)}
+    if my_path.is_file():  # drop a torn last line of the file this process appends to
+        kept = _read_records(my_path)
+        with open(my_path, "r+", encoding="utf-8") as fh:
+            fh.truncate(sum(len(json.dumps(r)) + 1 for r in kept))
+    D.barrier(d)
+    if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        records_path.write_text("")
-    rio.write_json(state_path, {"fingerprint": cfg.fingerprint(), "config": asdict(cfg), "total": len(samples)})
+        rio.write_json(state_path, {"fingerprint": cfg.fingerprint(), "config": asdict(cfg), "total": len(samples)})
+    D.barrier(d)
+    my_path.touch()
 
     rng = np.random.default_rng(cfg.seed)
     example_idx = set(rng.choice(len(samples), size=min(cfg.examples, len(samples)), replace=False).tolist())
     examples: list[dict[str, Any]] = []
 
-    todo = samples[len(done):]
+    mine = D.shard(len(samples), d, block=cfg.batch_size)
+    todo_idx = [i for i in mine if i not in done_idx]
+    todo = [samples[i] for i in todo_idx]
     tf = build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop"))
     loader = DataLoader(CarsDataset(todo, tf), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
     rep.start({"arch": ckpt["arch"], "attack": cfg.attack, "eps": cfg.eps, "split": cfg.split, "images": len(samples),
-               "resumed": len(done), "device": str(device), "img_size": ckpt["img_size"]})
+               "resumed": len(done_idx), "device": str(device), "img_size": ckpt["img_size"], "world": d.world})
     t0 = time.perf_counter()
-    advance = rep.progress(len(samples), len(done))
-    index = len(done)
+    advance = rep.progress(len(mine), len(mine) - len(todo))
+    position = 0
     grad_zero: int | None = None  # known only for attacks that report it (FGSM)
     passes = 0
-    with open(records_path, "a", encoding="utf-8") as fh:
+    with open(my_path, "a", encoding="utf-8") as fh:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             res = attack(model, x, y, cfg.eps)
@@ -179,6 +194,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
             y_l = y.tolist()
             lines = []
             for i in range(len(y_l)):
+                index = todo_idx[position]
                 s = samples[index]
                 rec = {"index": index, "path": os.path.relpath(s.path, data.root), "label": y_l[i],
                        "clean_pred": c_idx_l[i][0], "clean_top3": c_idx_l[i], "clean_top3_prob": _r(c_prob_l[i]),
@@ -195,18 +211,36 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
                 if index in example_idx:
                     examples.append({"index": index, "label": y_l[i], "image": x[i].cpu(),
                                      "adv": [a[i].cpu() for a in res.adv], "record": rec})
-                index += 1
+                position += 1
             fh.write("\n".join(lines) + "\n")
             fh.flush()
             advance(len(y_l))
     rep.end()
     seconds = time.perf_counter() - t0
 
+    # gather what rank 0 needs; every image was attacked by exactly one rank
+    passes = max(D.gather(passes, d))
+    zeros = D.gather(grad_zero, d)
+    grad_zero = None if all(z is None for z in zeros) else sum(z or 0 for z in zeros)
+    examples = [ex for part in D.gather(examples, d) for ex in part]
+    attacked = sum(D.gather(len(todo), d))
+    seconds = max(D.gather(seconds, d))
+    D.barrier(d)
+    if not d.is_main:
+        return {}
+    if d.enabled:  # merge: records.jsonl (earlier runs) + every shard file, by image index
+        merged: dict[int, dict[str, Any]] = {}
+        for path in [records_path, *sorted(out.glob("records.rank*.jsonl"))]:
+            if path.is_file():
+                merged.update({r["index"]: r for r in _read_records(path)})
+        rio.write_text(records_path, "".join(json.dumps(merged[i]) + "\n" for i in sorted(merged)))
+        for path in out.glob("records.rank*.jsonl"):
+            path.unlink()
     records = _read_records(records_path)
-    if len(records) != len(samples):
+    if len(records) != len(samples) or [r["index"] for r in records] != list(range(len(samples))):
         raise DataError(f"{records_path} holds {len(records)} records for {len(samples)} images; rerun with --resume")
     summary = summarize(records, cfg.eps, attack.name, attack.norm, num_classes=ckpt["num_classes"])
-    summary["checks"] = sanity_checks(summary["rows"], records, cfg.eps, grad_zero, len(todo), attack.norm)
+    summary["checks"] = sanity_checks(summary["rows"], records, cfg.eps, grad_zero, attacked, attack.norm)
     result = {
         "schema_version": SCHEMA_VERSION,
         "kind": "robustcars-attack",
@@ -219,8 +253,9 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
                  "classes": len(data.classes)},
         "threat_model": {"norm": attack.norm, "eps": cfg.eps, "pixel_scale": "[0, 1]",
                          "targeted": getattr(attack, "targeted", False), "params": cfg.params},
-        "cost": {"seconds": round(seconds, 2), "images_per_second": round(len(todo) / seconds, 2) if seconds else None,
-                 "forward_backward_passes_per_image": passes, "resumed_images": len(done)},
+        "cost": {"seconds": round(seconds, 2), "images_per_second": round(attacked / seconds, 2) if seconds else None,
+                 "forward_backward_passes_per_image": passes, "resumed_images": len(samples) - attacked,
+                 "processes": d.world},
         "device": str(device),
         "versions": library_versions(),
         **summary,

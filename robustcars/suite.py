@@ -124,6 +124,8 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
     results = {}
     for entry, cfg in zip(suite.entries, configs):
         results[entry.label] = run_attack(cfg, resume=resume or False, reporter=reporter, command=command)
+    if not all(results.values()):  # a non-zero torchrun rank: rank 0 writes the summary
+        return {}
     rows = [results[suite.entries[0].label]["rows"][0]]  # clean row once
     for label, res in results.items():
         rows += [{**r, "label": label} for r in res["rows"][1:]]

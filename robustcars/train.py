@@ -36,15 +36,31 @@ Callback = Callable[[int], None]  # called with the number of images just proces
 
 def make_loader(dataset: CarsDataset, batch_size: int, *, shuffle: bool, workers: int, device: torch.device,
                 seed: int = 0) -> DataLoader:
+    """A loader over this process's share: all of ``dataset`` in one process; under torchrun a
+    ``DistributedSampler`` share when shuffling (training), else a contiguous shard (evaluation: every
+    image exactly once across ranks)."""
+    from torch.utils.data import DistributedSampler, Subset
+
+    from . import distributed as D
+
+    d = D.current()
+    sampler = None
+    share = len(dataset) // d.world
+    if d.enabled and shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
+    elif d.enabled:
+        dataset = Subset(dataset, list(D.shard(len(dataset), d)))
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
-        drop_last=False,
+        generator=torch.Generator().manual_seed(seed) if shuffle and sampler is None else None,
+        # training drops an incomplete last batch (a batch of one breaks BatchNorm); evaluation keeps all
+        drop_last=shuffle and share >= batch_size,
     )
 
 
@@ -82,7 +98,8 @@ def train_one_epoch(model: nn.Sequential, loader: DataLoader, optimizer: torch.o
         if on_batch:
             on_batch(len(y))
     p, t = torch.cat(preds).cpu().numpy(), torch.cat(labels).cpu().numpy()
-    return {"loss": float(total_loss) / n, "acc": accuracy(t, p), "f1": macro_f1(t, p)}
+    p, t, loss_sum = _gather_predictions(p, t, float(total_loss))
+    return {"loss": loss_sum / len(t), "acc": accuracy(t, p), "f1": macro_f1(t, p)}
 
 
 @torch.inference_mode()
@@ -109,8 +126,22 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, crit
                 on_batch(len(y))
     finally:
         model.train(was_training)
-    p, t = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-    return {"loss": float(total_loss) / len(t), "acc": accuracy(t, p), "f1": macro_f1(t, p), "pred": p, "label": t}
+    p = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    t = torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
+    p, t, loss_sum = _gather_predictions(p, t, float(total_loss))
+    return {"loss": loss_sum / len(t), "acc": accuracy(t, p), "f1": macro_f1(t, p), "pred": p, "label": t}
+
+
+def _gather_predictions(p: np.ndarray, t: np.ndarray, loss_sum: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Concatenate every rank's predictions in rank order (identity in one process)."""
+    from . import distributed as D
+
+    d = D.current()
+    if not d.enabled:
+        return p, t, loss_sum
+    parts = D.gather((p, t, loss_sum), d)
+    return (np.concatenate([a for a, _, _ in parts]), np.concatenate([b for _, b, _ in parts]),
+            sum(c for _, _, c in parts))
 
 
 @dataclass
@@ -178,7 +209,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
     elif last_path.exists() or (out / "best.pt").exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     cfg.validate()
-    device = resolve_device(cfg.device)
+    from . import distributed as D
+
+    d, device = D.init(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
 
     data = load_cars(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, crop_to_bbox=cfg.crop_to_bbox)
@@ -203,8 +236,11 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
         history, best_f1, best_epoch = list(state["history"]), state["best_f1"], state["best_epoch"]
         bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
         torch.set_rng_state(state["rng"])
-    else:
+    elif d.is_main:
         rio.write_json(out / "config.json", cfg.to_dict())
+    net: nn.Module = model
+    if d.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_loader = make_loader(CarsDataset(train_samples, build_transform(cfg.img_size, train=True)),
                                cfg.batch_size, shuffle=True, workers=cfg.workers, device=device, seed=cfg.seed)
@@ -224,9 +260,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
             break
         te = time.perf_counter()
         # Seed the shuffle per epoch so a resumed run sees the same order as an uninterrupted one.
-        train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)
+        if train_loader.generator is not None:
+            train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)
+        else:  # DistributedSampler
+            train_loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, optimizer, criterion, device, frozen=frozen, scaler=scaler,
+        tr = train_one_epoch(net, train_loader, optimizer, criterion, device, frozen=frozen, scaler=scaler,
                              on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} train", len(train_samples)))
         rep.end_phase()
         va = evaluate(model, val_loader, device, criterion=criterion,
@@ -238,24 +277,29 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
                "seconds": time.perf_counter() - te}
         history.append(row)
         improved = va["f1"] > best_f1
+        # every rank saw the same gathered metrics, so these decisions agree across ranks
         if improved:
             best_f1, best_epoch, bad_epochs = va["f1"], epoch, 0
-            save_checkpoint(out / "best.pt", _checkpoint_payload(cfg, data, model, frozen, epoch,
-                                                                 {"val_acc": va["acc"], "val_f1": va["f1"]}))
         else:
             bad_epochs += 1
         stopped_early = bad_epochs >= cfg.patience
-        payload = _checkpoint_payload(cfg, data, model, frozen, epoch, {"val_acc": va["acc"], "val_f1": va["f1"]})
-        payload.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history,
-                       best_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, rng=torch.get_rng_state(),
-                       commands=(list(state.get("commands", [])) if state else []) + ([command] if command else []))
-        save_checkpoint(last_path, payload)
-        rio.write_csv(out / "history.csv", history)
+        if d.is_main:
+            metrics = {"val_acc": va["acc"], "val_f1": va["f1"]}
+            if improved:
+                save_checkpoint(out / "best.pt", _checkpoint_payload(cfg, data, model, frozen, epoch, metrics))
+            payload = _checkpoint_payload(cfg, data, model, frozen, epoch, metrics)
+            payload.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history,
+                           best_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, rng=torch.get_rng_state(),
+                           commands=(list(state.get("commands", [])) if state else []) + ([command] if command else []))
+            save_checkpoint(last_path, payload)
+            rio.write_csv(out / "history.csv", history)
+        D.barrier(d)
         rep.epoch(row, improved)
 
     from .figures import learning_curves
 
-    learning_curves(history, out / "learning_curves.png")
+    if d.is_main:
+        learning_curves(history, out / "learning_curves.png")
     test = None
     if "test" in data.splits:
         best = read_checkpoint(out / "best.pt")
@@ -272,7 +316,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
     metrics = {"commands": commands, "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "best_epoch": best_epoch,
                "best_val_f1": best_f1, "epochs_run": len(history), "stopped_early": stopped_early,
                "train_seconds": round(sum(h["seconds"] for h in history), 1), **(test or {})}
-    rio.write_json(out / "metrics.json", metrics)
+    if d.is_main:
+        rio.write_json(out / "metrics.json", metrics)
     return FitResult(out, history, best_epoch, best_f1, test, stopped_early, seconds)
 
 

@@ -76,7 +76,7 @@ def test_attack_resume_after_a_torn_write(trained_run, tmp_path):
     (["train", "--data", "/nonexistent/cars", "--out", "{tmp}/r"], "data folder not found: /nonexistent/cars"),
     (["attack", "--run", "{tmp}/missing"], "checkpoint not found"),
     (["attack", "--run", "{run}", "--eps", "1.5", "--out", "{tmp}/a"], "eps must be in [0, 1]"),
-    (["attack", "--run", "{run}", "--attack", "pgdd", "--out", "{tmp}/a"], "unknown attack 'pgdd'; choose one of: bim, fgsm, mifgsm, pgd, pgd_l2"),
+    (["attack", "--run", "{run}", "--attack", "pgdd", "--out", "{tmp}/a"], "unknown attack 'pgdd'; choose one of: bim, cw_l2, deepfool, deepfool_linf, ead, fgsm, hsj, mifgsm, pgd, pgd_l2"),
     (["attack", "--run", "{run}", "--data", "{tmp}/four", "--out", "{tmp}/a"], "trained on 3 classes but"),
     (["train", "--data", "{data}", "--out", "{run}", "--weights", "none"], "already holds a run"),
 ])
@@ -119,7 +119,7 @@ def test_suite_runs_every_entry(trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("body, message", [
-    ('[[attack]]\nname = "pgdd"\neps = [0.1]\n', "unknown attack 'pgdd'; choose one of: bim, fgsm, mifgsm, pgd, pgd_l2"),
+    ('[[attack]]\nname = "pgdd"\neps = [0.1]\n', "unknown attack 'pgdd'; choose one of: bim, cw_l2, deepfool, deepfool_linf, ead, fgsm, hsj, mifgsm, pgd, pgd_l2"),
     ('[[attack]]\nname = "pgd"\neps = [2.0]\n', "eps must be in [0, 1]"),
     ('[[attack]]\nname = "pgd"\neps = [0.1]\nstepz = 3\n', "bad parameters for attack 'pgd'"),
     ('[[attack]\n', "invalid TOML"),
