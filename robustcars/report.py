@@ -262,11 +262,9 @@ def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _f(x: Any, d: int = 3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return "nan" if x != x else f"{x:.{d}f}"
-    return str(x)
+    from .console import fmt
+
+    return fmt(x, d)
 
 
 def _attack_table(a: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
