@@ -80,3 +80,26 @@ def by_class_index(names: list[str]) -> dict[str, list[int]]:
     for i, n in enumerate(names):
         out[make_of(n)].append(i)
     return dict(out)
+
+
+def extreme_images(records: list[dict[str, Any]], eps_index: int, k: int = 2) -> tuple[list[int], list[int]]:
+    """Indices of the ``k`` most and ``k`` least affected clean-correct images at ``eps_index``.
+
+    Most affected: the clean top-1 class fell furthest in the adversarial ranking (ties: larger entropy
+    rise). Least affected: still ranked first, with the smallest drop of the top-1 probability.
+    """
+    correct = [r for r in records if r["clean_pred"] == r["label"]]
+
+    def fall(r):
+        a = r["adv"][eps_index]
+        return (a["clean_top3_rank"][0], a["entropy"] - r["clean_entropy"])
+
+    def prob_drop(r):
+        a = r["adv"][eps_index]
+        p_adv = a["top3_prob"][0] if a["top3"][0] == r["clean_top3"][0] else 0.0
+        return r["clean_top3_prob"][0] - p_adv
+
+    most = sorted(correct, key=fall, reverse=True)[:k]
+    kept = [r for r in correct if r["adv"][eps_index]["clean_top3_rank"][0] == 1 and r not in most]
+    least = sorted(kept, key=prob_drop)[:k]
+    return [r["index"] for r in most], [r["index"] for r in least]

@@ -263,6 +263,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     rio.write_json(out / "attack.json", result)
     rio.write_csv(out / "attack.csv", summary["rows"])
     figs = make_figures(records, examples, cfg, attack.name, ckpt["class_names"], out / "figures", attack.norm)
+    figs += extreme_panels(records, samples, cfg, attack, model, tf, device, ckpt["class_names"], out / "figures")
     result["figures"] = [os.path.relpath(p, out) for p in figs]  # relative to the attack folder
     rio.write_json(out / "attack.json", result)
     return result
@@ -324,6 +325,33 @@ def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps
                        "explain": "share of images with an all-zero input gradient; above 1% suggests saturated "
                                   "softmax or gradient masking (FGSM cannot move those images)"})
     return checks
+
+
+def extreme_panels(records, samples, cfg: AttackConfig, attack, model, tf, device, class_names, folder: Path,
+                   k: int = 2) -> list[Path]:
+    """Panel of the ``k`` most and ``k`` least affected images at the largest eps: those few images are
+    loaded and attacked again (the attacks are deterministic for a fixed seed) to draw them."""
+    from .aggregate import extreme_images
+    from .figures import attack_panel
+
+    j = len(cfg.eps) - 1
+    most, least = extreme_images(records, j, k)
+    chosen = most + least
+    if not chosen or cfg.examples == 0:
+        return []
+    ds = CarsDataset([samples[i] for i in chosen], tf)
+    x = torch.stack([ds[i][0] for i in range(len(chosen))]).to(device)
+    y = torch.tensor([records[i]["label"] for i in chosen], device=device)
+    adv = attack(model, x, y, [cfg.eps[j]]).adv[0].cpu()
+    panel = []
+    for n, i in enumerate(chosen):
+        rec, a = records[i], records[i]["adv"][j]
+        panel.append({"image": x[n].cpu().numpy(), "adv": adv[n].numpy(), "label": rec["label"],
+                      "clean_top": list(zip(rec["clean_top3"], rec["clean_top3_prob"])),
+                      "adv_top": list(zip(a["top3"], a["top3_prob"])), "ranks": a["clean_top3_rank"]})
+    title = (f"{attack.name.upper()} eps = {cfg.eps[j]:g}: the {len(most)} most affected (top rows) and "
+             f"{len(least)} least affected test images")
+    return [attack_panel(panel, class_names, title, folder / f"panel_{attack.name}_extremes_eps{cfg.eps[j]:g}.png")]
 
 
 def make_figures(records: list[dict[str, Any]], examples: list[dict[str, Any]], cfg: AttackConfig, attack: str,

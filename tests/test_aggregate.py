@@ -54,3 +54,20 @@ def test_confusion_and_rank_distribution():
     assert cm.shape == (5, 5) and cm.trace() == 6 and cm[3, 4] == 1
     assert confusion(RECORDS, 5, 0).trace() == 3
     assert top1_rank_distribution(RECORDS, 0) == [2, 1, 3, 40, 1, 1, 1]
+
+
+def test_extreme_images():
+    from robustcars.aggregate import extreme_images
+
+    def r(i, label, clean, rank, ent, p_clean, adv_top, p_adv):
+        return {"index": i, "label": label, "clean_pred": clean, "clean_top3": [clean, 9, 8], "clean_entropy": 1.0,
+                "clean_top3_prob": [p_clean, 0.1, 0.1],
+                "adv": [{"clean_top3_rank": [rank, 2, 3], "entropy": ent, "top3": [adv_top, 9, 8], "top3_prob": [p_adv, .1, .1]}]}
+
+    recs = [r(0, 1, 1, 40, 2.0, 0.9, 5, 0.5),  # fell to rank 40
+            r(1, 1, 1, 40, 3.0, 0.9, 5, 0.5),  # same fall, larger entropy rise: first
+            r(2, 2, 2, 1, 1.0, 0.9, 2, 0.89),  # still first, lost 0.01
+            r(3, 2, 2, 1, 1.0, 0.9, 2, 0.5),  # still first, lost 0.4
+            r(4, 3, 0, 90, 1.0, 0.9, 5, 0.5)]  # clean wrong: never chosen
+    most, least = extreme_images(recs, 0, k=2)
+    assert most == [1, 0] and least == [2, 3]

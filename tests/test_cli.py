@@ -46,6 +46,9 @@ def test_attack_end_to_end(trained_run, tmp_path):
     assert all(len(r["adv"]) == 3 and len(r["clean_top3"]) == 3 for r in records)
     for name in ("entropy_hist.png", "panel_fgsm_eps0.01.png", "panel_fgsm_eps0.1.png"):
         assert (out / "figures" / name).stat().st_size > 1000
+    if rows[0]["accuracy"] > 0:  # most/least affected clean-correct images at the largest eps
+        assert (out / "figures" / "panel_fgsm_extremes_eps0.1.png").stat().st_size > 1000
+        assert "figures/panel_fgsm_extremes_eps0.1.png" in result["figures"]
     assert (out / "attack.csv").read_text().startswith("attack,norm,eps")
     # the same command again refuses to overwrite; --resume on a complete run recomputes the same summary
     again = invoke("attack", "--run", run, "--eps", 0.01, "--eps", 0.1, "--eps", 0.0, "--out", out, "--workers", 0)
