@@ -3,7 +3,10 @@ against the model-only step rate. Everything runs in ONE process on the same mod
 
 Protocol: build all contenders, warm each up, then ``reps`` rounds in which every contender runs
 ``batches`` batches, in alternating order (A B C, C B A, ...) so slow drift of the machine cancels; report
-the median images/s and the spread (min-max) over rounds, and ratios to the floor and to each peer.
+the median images/s and the spread (min-max) over rounds. Ratios to the floor and to each peer are PAIRED:
+the two contenders' times of the same round are divided (they ran next to each other) and the median of
+those per-round ratios is reported, which cancels drift and noisy neighbours far better than a ratio of
+medians. The real training epoch runs after the rounds; its ratio to the training step is one of medians.
 
 The floor of an attack is a bare PyTorch loop of exactly the passes it needs: FGSM = one forward + one
 input-backward (the clean prediction comes from the same forward) + one forward on the adversarial batch;
@@ -245,6 +248,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
                 progress(f"round {r + 1}/{cfg.reps}: {n}")
             times[n].append(call(n))
     images = cfg.batch_size * cfg.batches
+    extra: set[str] = set()  # contenders timed outside the alternating rounds
     if cfg.data and train_model is not None:
         name = f"train epoch (real data, {cfg.workers} workers)"
         epoch = _real_epoch(cfg, train_model, device)
@@ -256,20 +260,32 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
             times[name].append(epoch() * images)  # seconds per `images` images, comparable with the rest
         cs[name] = ("train", None)
         names.append(name)
+        extra.add(name)
     rows = []
     for n in names:
         rates = [images / t for t in times[n]]
         rows.append({"name": n, "group": cs[n][0], "median_img_s": statistics.median(rates), "min_img_s": min(rates),
                      "max_img_s": max(rates)})
     by_name = {r["name"]: r for r in rows}
+
+    def paired(a: str, b: str) -> float:
+        """Median over rounds of (images/s of a) / (images/s of b) = t_b / t_a, same round."""
+        if len(times[a]) == len(times[b]) and a not in extra and b not in extra:
+            return statistics.median(tb / ta for ta, tb in zip(times[a], times[b]))
+        return by_name[a]["median_img_s"] / by_name[b]["median_img_s"]
+
     for r in rows:
         floor = next((x for x in rows if x["group"] == r["group"] and x["name"].startswith("floor")), None)
-        r["vs_floor"] = r["median_img_s"] / floor["median_img_s"] if floor else None
+        r["vs_floor"] = paired(r["name"], floor["name"]) if floor else None
         if r["name"].startswith("robustcars"):
             for peer in ("foolbox", "torchattacks"):
-                other = by_name.get(r["name"].replace("robustcars", peer))
-                if other:
-                    r[f"vs_{peer}"] = r["median_img_s"] / other["median_img_s"]
+                other = r["name"].replace("robustcars", peer)
+                if other in by_name:
+                    r[f"vs_{peer}"] = paired(r["name"], other)
+    step = next((x for x in rows if x["name"].startswith("train step")), None)
+    for r in rows:
+        if r["name"].startswith("train epoch") and step:
+            r["vs_train_step"] = r["median_img_s"] / step["median_img_s"]
     return {"kind": "robustcars-bench", "config": asdict(cfg), "device": str(device),
             "threads": torch.get_num_threads(), "versions": library_versions(), "rows": rows,
             "seconds": {n: times[n] for n in names}}

@@ -83,6 +83,12 @@ class Arch(str, Enum):
     efficientnet_lite0 = "efficientnet_lite0"
 
 
+class Panels(str, Enum):
+    all = "all"
+    extremes = "extremes"
+    none = "none"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -168,6 +174,7 @@ def attack(
     alpha: Annotated[Optional[float], typer.Option(help="Step size in pixel scale for iterative attacks [default: pgd 2.5·eps/steps, bim and mifgsm eps/steps].")] = None,
     restarts: Annotated[Optional[int], typer.Option(min=1, help="Random restarts of pgd/pgd_l2 [default: 1].")] = None,
     target: Annotated[Optional[str], typer.Option(help="Targeted attack towards 'least_likely', 'runner_up' or a class index (iterative attacks only) [default: untargeted].")] = None,
+    early_stop: Annotated[bool, typer.Option("--early-stop", help="Iterative attacks: stop on an image at its first fooling iterate (robust accuracy unchanged or lower, entropy/rank shifts then describe that iterate; much cheaper at large eps).")] = False,
     split: Annotated[str, typer.Option(help="Split to attack: test, val or train.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
     out: Annotated[Optional[Path], typer.Option(help="Output folder [default: RUN/attack-<attack>].")] = None,
@@ -191,8 +198,10 @@ def attack(
     params = {k: v for k, v in {"steps": steps, "alpha": alpha, "restarts": restarts}.items() if v is not None}
     if target is not None:
         params["target"] = int(target) if target.isdigit() else target
+    if early_stop:
+        params["early_stop"] = True
     if attack_name == "fgsm" and params:
-        raise ConfigError(f"fgsm takes no {', '.join('--' + k for k in params)} (one step of size eps)")
+        raise ConfigError(f"fgsm takes no {', '.join('--' + k.replace('_', '-') for k in params)} (one step of size eps)")
     run_dir = run if run.is_dir() else run.parent
     if suite is not None:
         from .suite import load_suite, run_suite
@@ -244,12 +253,13 @@ def report(
     inputs: Annotated[list[Path], typer.Argument(help="Run folders (with their attack-*/ and suite-*/ results), attack folders or suite folders.")],
     out: Annotated[Path, typer.Option(help="Report folder to write (report.json, index.html, report.md, figures/).")] = Path("reports/latest"),
     title: Annotated[str, typer.Option(help="Title of the report.")] = "robustcars robustness report",
+    panels: Annotated[Panels, typer.Option(help="Example panels to include: all, extremes (most and least affected images at the largest eps) or none; each is ~1.3 MB.")] = Panels.all,
 ) -> None:
     """Bundle train and attack results into a reproducible report (JSON, static HTML, Markdown, PNG figures)."""
     from .console import console, report_summary
     from .report import build_report
 
-    result = build_report(inputs, out, title=title, command=_command(ctx))
+    result = build_report(inputs, out, title=title, command=_command(ctx), panels=panels.value)
     console.print(report_summary(result))
     for c in result["failed_checks"]:
         console.print(f"[bold red]check failed:[/] {c['model']} · {c['attack']}: {c['name']} — {c['explain']}")

@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__
 from . import io as rio
 from .aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .runtime import library_versions
 
 REPORT_SCHEMA_VERSION = 1
@@ -154,9 +154,23 @@ def model_name(m: ModelResults) -> str:
     return f"{c.get('arch', '?')} ({c.get('weights', '?')}{frozen}, {c.get('img_size', '?')} px)"
 
 
-def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robustness report", command: str = "") -> dict[str, Any]:
-    """Write the report folder and return ``report.json``'s content."""
+PANELS = ("all", "extremes", "none")
+
+
+def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robustness report", command: str = "",
+                 panels: str = "all") -> dict[str, Any]:
+    """Write the report folder and return ``report.json``'s content.
+
+    Args:
+        panels: which example panels of the attack folders to copy: ``all``, ``extremes`` (only the most and
+            least affected images at the largest eps) or ``none`` (each panel PNG is ~1.3 MB).
+    Raises:
+        DataError: no run or attack result in ``paths``; ConfigError: unknown ``panels``.
+    """
     from . import figures as F
+
+    if panels not in PANELS:
+        raise ConfigError(f"panels must be one of {', '.join(PANELS)}, got {panels!r}")
 
     models = collect(paths)
     if not models:
@@ -220,7 +234,8 @@ def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robus
             att["figures"]["panels"] = []
             for p in a.get("figures", []):
                 p = Path(a["_dir"]) / p
-                if "panel_" in p.name and p.is_file():
+                wanted = panels == "all" or (panels == "extremes" and "_extremes_" in p.name)
+                if "panel_" in p.name and wanted and p.is_file():
                     dest = figdir / f"{slug}_{label}_{Path(p).name}"
                     rio.write_bytes(dest, Path(p).read_bytes())
                     att["figures"]["panels"].append(str(dest.relative_to(out)))

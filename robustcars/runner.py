@@ -167,12 +167,12 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     advance = rep.progress(len(mine), len(mine) - len(todo))
     position = 0
     grad_zero: int | None = None  # known only for attacks that report it (FGSM)
-    passes = 0
+    pass_total = 0.0  # forward+backward passes summed over the images attacked by this process
     with open(my_path, "a", encoding="utf-8") as fh:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             res = attack(model, x, y, cfg.eps)
-            passes = res.passes
+            pass_total += res.passes * len(y)
             with torch.inference_mode():
                 clean_logits = res.clean_logits if res.clean_logits is not None else model(x)
                 c_idx, c_prob = _top(clean_logits)
@@ -219,7 +219,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     seconds = time.perf_counter() - t0
 
     # gather what rank 0 needs; every image was attacked by exactly one rank
-    passes = max(D.gather(passes, d))
+    pass_total = sum(D.gather(pass_total, d))
     zeros = D.gather(grad_zero, d)
     grad_zero = None if all(z is None for z in zeros) else sum(z or 0 for z in zeros)
     examples = [ex for part in D.gather(examples, d) for ex in part]
@@ -254,7 +254,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
         "threat_model": {"norm": attack.norm, "eps": cfg.eps, "pixel_scale": "[0, 1]",
                          "targeted": getattr(attack, "targeted", False), "params": cfg.params},
         "cost": {"seconds": round(seconds, 2), "images_per_second": round(attacked / seconds, 2) if seconds else None,
-                 "forward_backward_passes_per_image": passes, "resumed_images": len(samples) - attacked,
+                 "forward_backward_passes_per_image": round(pass_total / attacked, 3) if attacked and pass_total else None, "resumed_images": len(samples) - attacked,
                  "processes": d.world},
         "device": str(device),
         "versions": library_versions(),

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -28,6 +29,13 @@ def test_bench_measures_every_contender_with_ratios(tmp_path):
             assert row["vs_floor"] == 1.0
     ours = next(row for row in res["rows"] if row["name"] == "robustcars FGSM")
     assert ours["vs_foolbox"] > 0
+    # ratios are paired by round: median of t_floor / t_ours over the rounds
+    t_floor, t_ours = res["seconds"]["floor FGSM"], res["seconds"]["robustcars FGSM"]
+    assert ours["vs_floor"] == pytest.approx(sorted(f / o for f, o in zip(t_floor, t_ours))[0] / 2
+                                             + sorted(f / o for f, o in zip(t_floor, t_ours))[1] / 2)
+    epoch = next(row for row in res["rows"] if row["name"].startswith("train epoch"))
+    step = next(row for row in res["rows"] if row["name"].startswith("train step"))
+    assert epoch["vs_train_step"] == pytest.approx(epoch["median_img_s"] / step["median_img_s"])
 
 
 def test_fast_paths_give_the_same_adversarial_images():

@@ -37,7 +37,7 @@ def test_budget_bounds_and_mode(attack, norm):
         assert (size <= e * (1 + 1e-5) + 1e-7).all()
         assert a.min() >= 0 and a.max() <= 1
     assert not model.training and all(p.grad is None and p.requires_grad for p in model.parameters())
-    assert out.passes == 10 * 3
+    assert out.passes == 10 * 2  # eps 0 costs nothing
 
 
 def test_iterative_attacks_are_at_least_as_strong_as_fgsm():
@@ -103,7 +103,53 @@ def test_restarts_never_weaken_pgd():
     assert (fooled(many) | ~fooled(one)).all()  # every image fooled by one run is fooled with restarts
 
 
-@pytest.mark.parametrize("bad", [dict(steps=0), dict(restarts=0), dict(alpha=-1.0), dict(stepz=3)])
+@pytest.mark.parametrize("cls", [BIM, PGDLinf, PGDL2, MIFGSM])
+def test_early_stop_freezes_an_image_at_its_first_fooling_iterate(cls):
+    model, x, y = fitted_cnn()
+    eps = 1.0 if cls is PGDL2 else 0.08  # budgets where some images are fooled and some are not
+    full = cls(steps=8, seed=3)(model, x, y, [eps])
+    early = cls(steps=8, seed=3, early_stop=True)(model, x, y, [eps])
+    with torch.no_grad():
+        wrong_full = model(full.adv[0]).argmax(1) != y
+        wrong_early = model(early.adv[0]).argmax(1) != y
+        clean_wrong = model(x).argmax(1) != y
+    assert wrong_early.any() and (~wrong_early).any()  # the case is not degenerate
+    # an image that was never fooled followed exactly the full run's path
+    assert torch.allclose(early.adv[0][~wrong_early], full.adv[0][~wrong_early], atol=1e-6)
+    # robust accuracy can only go down: an image once fooled stays counted as fooled
+    assert (wrong_early | ~wrong_full).all()
+    if cls is BIM:  # no random start: a misclassified clean image is not attacked at all
+        assert torch.equal(early.adv[0][clean_wrong], x[clean_wrong])
+    assert full.passes == 8
+    assert 1 <= early.passes < 8
+
+
+def test_clean_logits_come_from_the_first_step_when_it_starts_at_x():
+    model, x, y = fitted_cnn()
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    out = BIM(steps=3)(model, x, y, [0.01, 0.02])
+    assert len(calls) == 6  # 3 forward+backward per eps, no separate clean pass
+    calls.clear()
+    PGDLinf(steps=3)(model, x, y, [0.01])
+    assert len(calls) == 4  # a random start needs its own clean pass
+    handle.remove()
+    with torch.no_grad():
+        assert torch.allclose(out.clean_logits, model(x), atol=1e-5)
+
+
+def test_fooled_images_are_not_attacked_further_and_restarts_skip_them():
+    model, x, _ = fitted_cnn()
+    with torch.no_grad():
+        wrong = (model(x).argmax(1) + 1) % 4  # labels the model already gets wrong everywhere
+    out = PGDLinf(steps=5, restarts=3, seed=0)(model, x, wrong, [0.0, 0.001])
+    assert out.passes == 5  # one run at eps 0.001; both restarts skipped: every image was fooled
+    out = BIM(steps=5, early_stop=True)(model, x, wrong, [0.001, 0.002])
+    assert out.passes == 2  # one forward+backward per eps shows the image is fooled, then it stops
+    assert all(torch.equal(a, x) for a in out.adv)
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(restarts=0), dict(alpha=-1.0), dict(stepz=3), dict(early_stop="yes")])
 def test_bad_parameters_are_rejected(bad):
     with pytest.raises(ConfigError):
         get_attack("pgd", **bad)

@@ -71,6 +71,21 @@ def test_figures_exist_and_are_pngs(report_dir):
     assert "http://" not in html and "https://" not in html  # offline: no CDN
 
 
+@pytest.mark.parametrize("panels, kept", [("extremes", {"_extremes_"}), ("none", set())])
+def test_panels_option_limits_the_copied_panels(report_dir, tmp_path, panels, kept):
+    full = json.loads((report_dir / "report.json").read_text())
+    runs = [m["checkpoint"].rsplit("/", 1)[0] for m in full["models"]]
+    out = tmp_path / panels
+    r = CliRunner().invoke(app, ["report", *runs, "--out", str(out), "--panels", panels])
+    assert r.exit_code == 0, r.output
+    got = [p for m in json.loads((out / "report.json").read_text())["models"] for a in m["attacks"]
+           for p in a["figures"]["panels"]]
+    assert all(any(k in p for k in kept) for p in got) and bool(got) == bool(kept)
+    assert sorted(p.name for p in (out / "figures").glob("*panel_*")) == sorted(Path(p).name for p in got)
+    r = CliRunner().invoke(app, ["report", *runs, "--out", str(tmp_path / "bad"), "--panels", "some"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -103,7 +103,7 @@ class AttackOutput:
     grad_zero: torch.Tensor | None = None
     targets: torch.Tensor | None = None  # int64 (N,) for targeted attacks
     min_norms: torch.Tensor | None = None  # float (N,) minimal adversarial norm (minimum-norm attacks; inf = failed)
-    passes: int = 0  # forward+backward passes spent per image
+    passes: float = 0.0  # mean forward+backward passes spent per image (0 when the attack does not count them)
 
 
 class Attack:

@@ -9,6 +9,15 @@
 * MI-FGSM (Dong et al. 2018, "Boosting Adversarial Attacks with Momentum", eq. 6-7): accumulates
   ``g_t = mu * g_{t-1} + grad / ||grad||₁`` and steps along ``sign(g_t)``.
 
+Early stopping. Restarts only run on images the earlier runs did not fool (the first fooling run is kept,
+so this never changes a result). With ``early_stop=True`` an image also leaves the batch at the first
+iterate that fools it (untargeted: prediction != label; targeted: prediction == target) and that iterate is
+its adversarial image. Robust accuracy and success rate can then only go down (an image once fooled stays
+counted as fooled, as in AutoAttack), while the entropy and rank shifts describe the first fooling iterate
+instead of the last one; the cost falls with the share of fooled images. The fooled test reuses the logits of
+the step's own forward pass, so it costs nothing. ``passes`` reports the mean forward+backward passes per
+image actually spent.
+
 Targeted variants descend the cross-entropy towards ``target``: the least-likely clean class
 (``"least_likely"``), the clean runner-up (``"runner_up"``) or a fixed class index. Each core is a pure
 function ``(model, x, y, *, eps, ...) -> x_adv`` using ``torch.autograd.grad``; the classes are thin wrappers.
@@ -41,44 +50,103 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Gener
     return (x + noise).clamp(0, 1)
 
 
+def _fooled(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+    pred = logits.argmax(1)
+    return pred == y if targeted else pred != y
+
+
+def _ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, steps: int, targeted: bool,
+            early_stop: bool, update) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """The shared loop: ``update(idx, x_adv_sub, grad) -> new x_adv_sub`` for the still-active rows ``idx``
+    (a slice while every image is active, else an int64 index tensor).
+
+    Returns ``(x_adv, image_passes, first_logits)``: ``image_passes`` counts forward+backward passes over all
+    images; ``first_logits`` ``(N, K)`` are the logits at the start point (the clean logits when it is ``x``).
+    """
+    active = torch.arange(x.shape[0], device=x.device)
+    full = True  # every image still active: no gathers, the plain loop
+    spent, first = 0, None
+    for _ in range(steps):
+        xa, ya = (x_adv, y) if full else (x_adv[active], y[active])
+        logits, grad = input_gradient(model, xa, ya, targeted=targeted)
+        spent += xa.shape[0]
+        if first is None:
+            first = logits
+        if early_stop:
+            keep = ~_fooled(logits, ya, targeted)
+            if not bool(keep.all()):
+                full = False
+                active, xa, grad = active[keep], xa[keep], grad[keep]
+                if active.numel() == 0:
+                    break
+        new = update(slice(None) if full else active, xa, grad)
+        x_adv = new if full else x_adv.index_copy(0, active, new)
+    return x_adv, spent, first
+
+
+def pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,
+            alpha: float | None = None, random_start: bool = True, targeted: bool = False, early_stop: bool = False,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """:func:`pgd` that also returns the forward+backward passes spent (summed over images) and the logits at
+    the start point (None when nothing was computed)."""
+    if eps == 0 or steps == 0:
+        return x.clone(), 0, None
+    alpha = 2.5 * eps / steps if alpha is None else alpha
+    x_adv = _random_start(x, eps, norm, generator) if random_start else x.clone()
+
+    def update(idx, xa, grad):
+        step = grad.sign() if norm == "linf" else _l2_normalize(grad)
+        return project(x[idx], xa + alpha * step, eps, norm)
+
+    return _ascend(model, x, y, x_adv, steps, targeted, early_stop, update)
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,
-        alpha: float | None = None, random_start: bool = True, targeted: bool = False,
+        alpha: float | None = None, random_start: bool = True, targeted: bool = False, early_stop: bool = False,
         generator: torch.Generator | None = None) -> torch.Tensor:
     """Projected gradient descent on the cross-entropy (one run, no restarts).
 
     Args:
+        x: float32 ``(N, C, H, W)`` in [0, 1]; y: int64 ``(N,)`` labels (targets when ``targeted``).
         eps: budget in [0, 1] pixel scale, L∞ (``norm="linf"``) or L2 (``"l2"``).
         steps: iterations (Madry et al. use 10 to 100); alpha: step size, default ``2.5 * eps / steps``.
         random_start: start from a uniform point of the ball (PGD); False gives BIM.
         targeted: ``y`` are targets; the loss is descended instead of ascended.
+        early_stop: freeze each image at its first fooling iterate (see the module docstring).
         generator: CPU generator for the random start (determinism without touching global RNG).
     Returns:
         float32 ``(N, C, H, W)`` in [0, 1] within the eps ball around ``x``.
     """
+    return pgd_run(model, x, y, eps=eps, norm=norm, steps=steps, alpha=alpha, random_start=random_start,
+                   targeted=targeted, early_stop=early_stop, generator=generator)[0]
+
+
+def mi_fgsm_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10,
+                decay: float = 1.0, alpha: float | None = None, targeted: bool = False, early_stop: bool = False
+                ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """:func:`mi_fgsm` that also returns the passes spent and the start logits, as :func:`pgd_run`."""
     if eps == 0 or steps == 0:
-        return x.clone()
-    alpha = 2.5 * eps / steps if alpha is None else alpha
-    x_adv = _random_start(x, eps, norm, generator) if random_start else x.clone()
-    for _ in range(steps):
-        _, grad = input_gradient(model, x_adv, y, targeted=targeted)
-        step = grad.sign() if norm == "linf" else _l2_normalize(grad)
-        x_adv = project(x, x_adv + alpha * step, eps, norm)
-    return x_adv
+        return x.clone(), 0, None
+    alpha = eps / steps if alpha is None else alpha
+    g = torch.zeros_like(x)
+
+    def update(idx, xa, grad):
+        gi = decay * g[idx] + grad / grad.abs().flatten(1).sum(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        g[idx] = gi
+        return project(x[idx], xa + alpha * gi.sign(), eps, "linf")
+
+    return _ascend(model, x, y, x.clone(), steps, targeted, early_stop, update)
 
 
 def mi_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10,
-            decay: float = 1.0, alpha: float | None = None, targeted: bool = False) -> torch.Tensor:
-    """MI-FGSM (Dong et al. 2018), L∞: momentum ``decay`` (mu), step ``alpha`` (default ``eps / steps``)."""
-    if eps == 0 or steps == 0:
-        return x.clone()
-    alpha = eps / steps if alpha is None else alpha
-    g = torch.zeros_like(x)
-    x_adv = x.clone()
-    for _ in range(steps):
-        _, grad = input_gradient(model, x_adv, y, targeted=targeted)
-        g = decay * g + grad / grad.abs().flatten(1).sum(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        x_adv = project(x, x_adv + alpha * g.sign(), eps, "linf")
-    return x_adv
+            decay: float = 1.0, alpha: float | None = None, targeted: bool = False, early_stop: bool = False
+            ) -> torch.Tensor:
+    """MI-FGSM (Dong et al. 2018), L∞: momentum ``decay`` (mu), step ``alpha`` (default ``eps / steps``).
+
+    Shapes and ranges as :func:`pgd`; returns float32 ``(N, C, H, W)`` in [0, 1] within the L∞ ball.
+    """
+    return mi_fgsm_run(model, x, y, eps=eps, steps=steps, decay=decay, alpha=alpha, targeted=targeted,
+                       early_stop=early_stop)[0]
 
 
 def choose_targets(logits: torch.Tensor, target: str | int) -> torch.Tensor:
@@ -98,15 +166,17 @@ class _Iterative(Attack):
     random_start = False
 
     def __init__(self, steps: int = 10, alpha: float | None = None, rel_alpha: float | None = None,
-                 restarts: int = 1, target: str | int | None = None, seed: int = 0) -> None:
+                 restarts: int = 1, target: str | int | None = None, early_stop: bool = False, seed: int = 0) -> None:
         if steps < 1:
             raise ConfigError(f"steps must be >= 1, got {steps}")
         if restarts < 1:
             raise ConfigError(f"restarts must be >= 1, got {restarts}")
         if alpha is not None and alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {alpha}")
-        self.steps, self.alpha, self.rel_alpha, self.restarts, self.target, self.seed = (
-            steps, alpha, rel_alpha, restarts, target, seed)
+        if not isinstance(early_stop, bool):
+            raise ConfigError(f"early_stop must be true or false, got {early_stop!r}")
+        self.steps, self.alpha, self.rel_alpha, self.restarts, self.target, self.early_stop, self.seed = (
+            steps, alpha, rel_alpha, restarts, target, early_stop, seed)
 
     @property
     def targeted(self) -> bool:
@@ -117,29 +187,39 @@ class _Iterative(Attack):
             return self.alpha
         return None if self.rel_alpha is None else self.rel_alpha * eps
 
-    def core(self, model, x, y, eps, generator) -> torch.Tensor:
+    def core(self, model, x, y, eps, generator) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """One run at one eps: ``(x_adv, forward+backward passes summed over images, start logits)``."""
         raise NotImplementedError
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float]) -> AttackOutput:
-        with torch.no_grad():
-            clean_logits = model(x)
+        # Untargeted without random start, the first step's forward pass is at x: its logits are the clean
+        # logits, so no separate clean pass is needed (the floor of the attack, see robustcars.bench).
+        clean_logits = None
+        if self.targeted or self.random_start:
+            with torch.no_grad():
+                clean_logits = model(x)
         goal = choose_targets(clean_logits, self.target) if self.targeted else y
         generator = torch.Generator().manual_seed(self.seed)
-        advs = []
+        advs, spent = [], 0
         for e in eps:
-            best = None
-            for _ in range(self.restarts):
-                cand = self.core(model, x, goal, e, generator)
-                if best is None:
-                    best = cand
-                    continue
+            best, n, first = self.core(model, x, goal, e, generator)
+            spent += n
+            if clean_logits is None and first is not None:
+                clean_logits = first
+            for _ in range(1, self.restarts):  # later runs only where no earlier run fooled the model
                 with torch.no_grad():
-                    pred = model(best).argmax(1)
-                    done = pred == goal if self.targeted else pred != y
-                best = torch.where(done.view(-1, 1, 1, 1), best, cand)
+                    todo = (~_fooled(model(best), goal, self.targeted)).nonzero().flatten()
+                if todo.numel() == 0:
+                    break
+                cand, n, _ = self.core(model, x[todo], goal[todo], e, generator)
+                spent += n
+                best = best.index_copy(0, todo, cand)
             advs.append(best)
+        if clean_logits is None:  # every eps was 0
+            with torch.no_grad():
+                clean_logits = model(x)
         return AttackOutput(eps=eps, adv=advs, clean_logits=clean_logits, targets=goal if self.targeted else None,
-                            passes=self.steps * self.restarts * len(eps))
+                            passes=spent / x.shape[0])
 
 
 class BIM(_Iterative):
@@ -149,8 +229,8 @@ class BIM(_Iterative):
 
     def core(self, model, x, y, eps, generator):
         alpha = self.step_size(eps) or eps / self.steps
-        return pgd(model, x, y, eps=eps, norm="linf", steps=self.steps, alpha=alpha, random_start=False,
-                   targeted=self.targeted)
+        return pgd_run(model, x, y, eps=eps, norm="linf", steps=self.steps, alpha=alpha, random_start=False,
+                       targeted=self.targeted, early_stop=self.early_stop)
 
 
 class PGDLinf(_Iterative):
@@ -163,8 +243,9 @@ class PGDLinf(_Iterative):
         self.random_start = random_start
 
     def core(self, model, x, y, eps, generator):
-        return pgd(model, x, y, eps=eps, norm=self.norm, steps=self.steps, alpha=self.step_size(eps),
-                   random_start=self.random_start, targeted=self.targeted, generator=generator)
+        return pgd_run(model, x, y, eps=eps, norm=self.norm, steps=self.steps, alpha=self.step_size(eps),
+                       random_start=self.random_start, targeted=self.targeted, early_stop=self.early_stop,
+                       generator=generator)
 
 
 class PGDL2(PGDLinf):
@@ -183,5 +264,5 @@ class MIFGSM(_Iterative):
         self.decay = decay
 
     def core(self, model, x, y, eps, generator):
-        return mi_fgsm(model, x, y, eps=eps, steps=self.steps, decay=self.decay, alpha=self.step_size(eps),
-                       targeted=self.targeted)
+        return mi_fgsm_run(model, x, y, eps=eps, steps=self.steps, decay=self.decay, alpha=self.step_size(eps),
+                           targeted=self.targeted, early_stop=self.early_stop)
