@@ -26,6 +26,7 @@ from torch import nn
 
 from .attacks import FGSM, PGDL2, PGDLinf
 from .attacks.base import frozen_weights
+from .errors import ConfigError
 from .models import build_model
 
 
@@ -48,6 +49,7 @@ class BenchConfig:
     seed: int = 0
     data: str | None = None  # time a real training epoch on this dataset's train split
     epoch_images: int = 256  # images of that epoch (first of each class, round-robin)
+    groups: list[str] | None = None  # time only these groups (clean, fgsm, sweep, pgd, pgd_l2, train); None = all
     workers: int = 2
 
 
@@ -178,7 +180,8 @@ def contenders(cfg: BenchConfig, model: nn.Module, train_model: nn.Module | None
         c[f"torchattacks PGD-{s} Linf"] = ("pgd", _torchattacks(model, "pgd", e, s))
     if train_model is not None:
         c["train step (in-memory tensors)"] = ("train", _train_step(train_model))
-    return {k: v for k, v in c.items() if v[1] is not None}  # type: ignore[misc]
+    keep = set(cfg.groups) if cfg.groups else None
+    return {k: v for k, v in c.items() if v[1] is not None and (keep is None or v[0] in keep)}  # type: ignore[misc]
 
 
 def _real_epoch(cfg: BenchConfig, model: nn.Module, device: torch.device) -> Callable[[], float]:
@@ -205,8 +208,18 @@ def _real_epoch(cfg: BenchConfig, model: nn.Module, device: torch.device) -> Cal
     return epoch
 
 
+GROUPS = ("clean", "fgsm", "sweep", "pgd", "pgd_l2", "train")
+
+
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure every contender; returns rows with median/min/max images/s and ratios."""
+    """Measure every contender; returns rows with median/min/max images/s and ratios.
+
+    Raises:
+        ConfigError: an unknown group in ``cfg.groups``.
+    """
+    bad = sorted(set(cfg.groups or []) - set(GROUPS))
+    if bad:
+        raise ConfigError(f"unknown bench group {', '.join(bad)}; choose from {', '.join(GROUPS)}")
     from .runtime import library_versions, resolve_device, set_threads
 
     set_threads(cfg.threads)
@@ -249,7 +262,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
             times[n].append(call(n))
     images = cfg.batch_size * cfg.batches
     extra: set[str] = set()  # contenders timed outside the alternating rounds
-    if cfg.data and train_model is not None:
+    if cfg.data and train_model is not None and (not cfg.groups or "train" in cfg.groups):
         name = f"train epoch (real data, {cfg.workers} workers)"
         epoch = _real_epoch(cfg, train_model, device)
         epoch()  # warm-up: starts workers, fills the page cache

@@ -285,6 +285,7 @@ def bench(
     data: Annotated[Optional[Path], typer.Option(help="Also time a real training epoch (decode + augment + step) on this dataset's train split.")] = None,
     epoch_images: Annotated[int, typer.Option(min=1, help="Images in that epoch.")] = 256,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader workers for that epoch.")] = 2,
+    only: Annotated[Optional[list[str]], typer.Option(help="Time only this group (repeatable): clean, fgsm, sweep, pgd, pgd_l2, train [default: all].")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
 ) -> None:
     """Images/s of robustcars' attacks vs the bare floor loop and peer libraries, in one process, alternating."""
@@ -295,7 +296,7 @@ def bench(
     cfg = BenchConfig(arch=arch.value, img_size=img_size, batch_size=batch_size, batches=batches, reps=reps,
                       warmup=warmup, steps=steps, peers=peers, train=train_step, channels_last=channels_last,
                       device=device.value, threads=threads, data=str(data) if data else None,
-                      epoch_images=epoch_images, workers=workers)
+                      epoch_images=epoch_images, workers=workers, groups=list(only) if only else None)
     with console.status("benchmarking") as status:
         result = run_bench(cfg, progress=lambda msg: status.update(msg))
     result["command"] = _command(ctx)

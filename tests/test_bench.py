@@ -54,3 +54,15 @@ def test_fast_paths_give_the_same_adversarial_images():
     p1 = PGDLinf(steps=2, random_start=False)(model, x, y, [0.01]).adv[0]
     p2 = PGDLinf(steps=2, random_start=False)(cl_model, x.to(memory_format=torch.channels_last), y, [0.01]).adv[0]
     assert (p1 - p2).abs().gt(1e-6).float().mean() < 1e-2
+
+
+def test_only_selected_groups_are_timed(tmp_path):
+    out = tmp_path / "b.json"
+    args = ["bench", "--arch", "resnet18", "--img-size", "32", "--batch-size", "2", "--batches", "1", "--reps", "1",
+            "--warmup", "0", "--steps", "1", "--no-peers"]
+    r = CliRunner().invoke(app, [*args, "--only", "pgd", "--only", "sweep", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert {row["name"] for row in json.loads(out.read_text())["rows"]} == {
+        "floor PGD-1 Linf", "robustcars PGD-1 Linf", "floor FGSM sweep", "robustcars FGSM sweep"}
+    r = CliRunner().invoke(app, [*args, "--only", "pgd_linf"])
+    assert r.exit_code == 2 and "unknown bench group pgd_linf" in r.output
