@@ -204,8 +204,12 @@ def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robus
 
             class_names = read_checkpoint(m.checkpoint)["class_names"] if m.checkpoint.is_file() else None
         model_curves: dict[str, list[tuple[float, float]]] = {}
+        used: set[str] = set()
         for a in m.attacks:
             label = _label(a)
+            if label in used:  # e.g. attack-fgsm/ and suite-gradient/fgsm/ of the same model
+                label = f"{Path(a['_dir']).parent.name}-{label}"
+            used.add(label)
             recs = _records(a)
             rows = a["rows"]
             att = {"label": label, "attack": a["config"]["attack"], "norm": a["threat_model"]["norm"],

@@ -86,6 +86,22 @@ def test_panels_option_limits_the_copied_panels(report_dir, tmp_path, panels, ke
     assert r.exit_code == 2 and "Traceback" not in r.output
 
 
+def test_same_attack_in_a_run_and_a_suite_gets_distinct_labels(report_dir, tmp_path):
+    run = json.loads((report_dir / "report.json").read_text())["models"][0]["checkpoint"].rsplit("/", 1)[0]
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "mini"\n[[attack]]\nname = "fgsm"\neps = [0.02]\n')
+    r = CliRunner().invoke(app, ["attack", "--run", run, "--suite", str(suite), "--out", str(tmp_path / "suite-mini"),
+                                 "--workers", "0", "--examples", "1"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(app, ["report", f"{run}/attack-fgsm", str(tmp_path / "suite-mini"), "--out", str(out),
+                                 "--panels", "none"])
+    assert r.exit_code == 0, r.output
+    (m,) = json.loads((out / "report.json").read_text())["models"]
+    assert [a["label"] for a in m["attacks"]] == ["fgsm", "suite-mini-fgsm"]
+    assert m["attacks"][0]["figures"]["rank_hist"] != m["attacks"][1]["figures"]["rank_hist"]
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
