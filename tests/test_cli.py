@@ -102,6 +102,14 @@ def test_help_explains_every_option():
     assert invoke("--version").output.startswith("robustcars ")
 
 
+def test_help_shows_the_defaults_written_in_it():
+    # "[default: …]" inside a help text is rich markup unless escaped; it used to vanish from --help
+    r = CliRunner().invoke(app, ["attack", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert "Iterations of bim/pgd/pgd_l2/mifgsm [default: 10]." in r.output
+    r = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert "train [default: all]." in r.output
+
+
 def test_suite_runs_every_entry(trained_run, tmp_path):
     data, run = trained_run
     suite = tmp_path / "s.toml"
