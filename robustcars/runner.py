@@ -253,7 +253,8 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
                  "classes": len(data.classes)},
         "threat_model": {"norm": attack.norm, "eps": cfg.eps, "pixel_scale": "[0, 1]",
                          "targeted": getattr(attack, "targeted", False), "params": cfg.params},
-        "cost": {"seconds": round(seconds, 2), "images_per_second": round(attacked / seconds, 2) if seconds else None,
+        # cost of THIS invocation: images attacked by an earlier, interrupted one are `resumed_images`
+        "cost": {"seconds": round(seconds, 2), "images_per_second": round(attacked / seconds, 2) if seconds and attacked else None,
                  "forward_backward_passes_per_image": round(pass_total / attacked, 3) if attacked and pass_total else None, "resumed_images": len(samples) - attacked,
                  "processes": d.world},
         "device": str(device),

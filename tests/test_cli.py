@@ -73,6 +73,12 @@ def test_attack_resume_after_a_torn_write(trained_run, tmp_path):
     a, b = json.loads((full / "attack.json").read_text()), json.loads((cut / "attack.json").read_text())
     assert a["rows"] == b["rows"]
     assert (full / "records.jsonl").read_text() == (cut / "records.jsonl").read_text()
+    n = a["data"]["images"]
+    assert b["cost"]["resumed_images"] == 4 and a["cost"]["resumed_images"] == 0
+    assert a["cost"]["forward_backward_passes_per_image"] == 1.0 and a["cost"]["images_per_second"] > 0
+    assert invoke(*args, "--out", cut, "--resume").exit_code == 0  # nothing left to attack
+    c = json.loads((cut / "attack.json").read_text())
+    assert c["rows"] == a["rows"] and c["cost"]["resumed_images"] == n and c["cost"]["images_per_second"] is None
 
 
 @pytest.mark.parametrize("args, message", [
