@@ -283,7 +283,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
 
     def paired(a: str, b: str) -> float:
         """Median over rounds of (images/s of a) / (images/s of b) = t_b / t_a, same round."""
-        if len(times[a]) == len(times[b]) and a not in extra and b not in extra:
+        if a not in extra and b not in extra:  # both timed in the same alternating rounds
             return statistics.median(tb / ta for ta, tb in zip(times[a], times[b]))
         return by_name[a]["median_img_s"] / by_name[b]["median_img_s"]
 
