@@ -199,3 +199,29 @@ def test_foolbox_min_norm_attacks_through_the_adapter(name):
         assert (p[fooled_within] != y[fooled_within]).all()
         assert torch.equal(p[expected] == y[expected], torch.ones_like(p[expected], dtype=torch.bool))
     assert model.training is False and all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, kwargs", [("deepfool", {}), ("deepfool_linf", {}),
+                                          ("cw_l2", {"steps": 20, "binary_search_steps": 3})])
+def test_min_norm_adapter_attacks_only_clean_correct_images_and_counts_passes(name, kwargs):
+    import foolbox as fb
+
+    model, x, y = fitted_cnn()
+    x, y = x[:12], y[:12].clone()
+    y[:3] = (y[:3] + 1) % 4  # three images the model now gets wrong
+    correct = model(x).argmax(1) == y
+    assert (~correct).sum() >= 3 and correct.sum() >= 6
+    attack = get_attack(name, **kwargs)
+    out = attack(model, x, y, [1.0])
+    assert (out.min_norms[~correct] == 0).all()
+    # the same foolbox attack on the whole batch gives the same minimal norms for the attacked images
+    forwards = []
+    handle = model.register_forward_hook(lambda m, i, o: forwards.append(i[0].shape[0]) if torch.is_grad_enabled() else None)
+    _, adv, success = attack.fb_attack(fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)
+    handle.remove()
+    d = (adv - x).flatten(1)
+    whole = (d.abs().amax(1) if attack.norm == "linf" else d.norm(dim=1))
+    whole = torch.where(success, whole, torch.full_like(whole, float("inf")))
+    torch.testing.assert_close(out.min_norms[correct], whole[correct], rtol=1e-4, atol=1e-6)
+    # passes: counted, and fewer than foolbox spends on the whole batch (it also works on the wrong ones)
+    assert 0 < out.passes * len(y) < sum(forwards)
