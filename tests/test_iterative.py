@@ -216,7 +216,8 @@ def test_min_norm_adapter_attacks_only_clean_correct_images_and_counts_passes(na
     assert (out.min_norms[~correct] == 0).all()
     # the same foolbox attack on the whole batch gives the same minimal norms for the attacked images
     forwards = []
-    handle = model.register_forward_hook(lambda m, i, o: forwards.append(i[0].shape[0]) if torch.is_grad_enabled() else None)
+    handle = model.register_forward_hook(
+        lambda m, i, o: forwards.append(i[0].shape[0]) if torch.is_grad_enabled() else None)
     _, adv, success = attack.fb_attack(fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)
     handle.remove()
     d = (adv - x).flatten(1)
