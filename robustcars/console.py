@@ -83,7 +83,8 @@ class RichAttackReporter:
 
     def start(self, info: dict[str, Any]) -> None:
         eps = ", ".join(f"{e:g}" for e in info["eps"])
-        console.print(f"[bold]attack[/] {info['attack']} (eps {eps}, L∞ pixel scale) on {info['arch']} at "
+        norm = "L2" if info.get("norm") == "l2" else "L∞"
+        console.print(f"[bold]attack[/] {info['attack']} (eps {eps}, {norm} in pixel scale) on {info['arch']} at "
                       f"{info['img_size']} px — {info['images']} {info['split']} images on {info['device']}"
                       + (f"; resuming after {info['resumed']}" if info["resumed"] else ""))
 

@@ -161,7 +161,8 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     tf = build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop"))
     loader = DataLoader(CarsDataset(todo, tf), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
-    rep.start({"arch": ckpt["arch"], "attack": cfg.attack, "eps": cfg.eps, "split": cfg.split, "images": len(samples),
+    rep.start({"arch": ckpt["arch"], "attack": cfg.attack, "eps": cfg.eps, "norm": attack.norm, "split": cfg.split,
+               "images": len(samples),
                "resumed": len(done_idx), "device": str(device), "img_size": ckpt["img_size"], "world": d.world})
     t0 = time.perf_counter()
     advance = rep.progress(len(mine), len(mine) - len(todo))
