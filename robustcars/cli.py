@@ -167,9 +167,9 @@ def train(
 def attack(
     ctx: typer.Context,
     run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.")],
-    eps: Annotated[Optional[list[float]], typer.Option(help="Budget in [0, 1] pixel scale (L∞; L2 for pgd_l2); 0.01 ≈ 2.55/255; repeat for a sweep \\[default: 0.01].")] = None,
+    eps: Annotated[Optional[list[float]], typer.Option(help="Budget in [0, 1] pixel scale (L∞ for fgsm, bim, pgd, mifgsm, deepfool_linf; L2 for pgd_l2, deepfool, cw_l2, ead, hsj); 0.01 ≈ 2.55/255; repeat for a sweep \\[default: 0.01].")] = None,
     suite: Annotated[Optional[Path], typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
-    attack_name: Annotated[str, typer.Option("--attack", help="Attack: fgsm, bim, pgd, mifgsm (L∞), pgd_l2 (L2) — robustcars' own; deepfool (L2), deepfool_linf, cw_l2, ead, hsj (L2) — foolbox minimum-norm attacks.")] = "fgsm",
+    attack_name: Annotated[str, typer.Option("--attack", help="Attack: fgsm, bim, pgd, mifgsm (L∞), pgd_l2 (L2) — robustcars' own; deepfool (L2), deepfool_linf (L∞), cw_l2, ead, hsj (L2; hsj is decision-based) — foolbox minimum-norm attacks, which report robust accuracy at every eps from per-image minimal norms.")] = "fgsm",
     steps: Annotated[Optional[int], typer.Option(min=1, help="Iterations of bim/pgd/pgd_l2/mifgsm \\[default: 10].")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Step size in pixel scale for iterative attacks \\[default: pgd 2.5·eps/steps, bim and mifgsm eps/steps].")] = None,
     restarts: Annotated[Optional[int], typer.Option(min=1, help="Random restarts of pgd/pgd_l2 \\[default: 1].")] = None,
