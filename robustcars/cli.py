@@ -188,7 +188,7 @@ def attack(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted attack in --out from its last complete batch.")] = False,
 ) -> None:
     """Attack every image of a split and report accuracy, macro-F1, entropy, success rate and top-3 rank shifts."""
-    from .console import RichAttackReporter, attack_table, checks_lines, console
+    from .console import RichAttackReporter, attack_table, checks_lines, console, min_norm_lines
     from . import distributed as D
     from .runner import AttackConfig, AttackReporter, run_attack
     from .runtime import set_threads
@@ -219,7 +219,7 @@ def attack(
         if not result:
             return
         console.print(attack_table(result))
-        for line in checks_lines(result["checks"]):
+        for line in min_norm_lines(result) + checks_lines(result["checks"]):
             console.print(line)
         total = sum(c["seconds"] for c in result["cost"].values())
         console.print(f"[bold green]done[/] suite {spec.name} in {total / 60:.1f} min — results: {base.out}/suite.json, "
@@ -239,7 +239,7 @@ def attack(
     if not result:  # a non-zero torchrun rank: rank 0 prints
         return
     console.print(attack_table(result))
-    for line in checks_lines(result["checks"]):
+    for line in min_norm_lines(result) + checks_lines(result["checks"]):
         console.print(line)
     cost = result["cost"]
     console.print(f"[bold green]done[/] in {cost['seconds'] / 60:.1f} min ({cost['images_per_second']} img/s) — "

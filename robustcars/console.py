@@ -111,13 +111,30 @@ def attack_table(result: dict[str, Any]) -> Table:
         is_clean = r["attack"] == "clean"
         name = r.get("label", r["attack"])
         t.add_row(
-            "clean" if is_clean else f"{name} ({r['norm']})", "–" if is_clean else f"{r['eps']:g}",
+            (f"clean ({r['images']} images of {name})" if "label" in r else "clean") if is_clean
+            else f"{name} ({r['norm']})", "–" if is_clean else f"{r['eps']:g}",
             fmt(r["accuracy"]), fmt(r["macro_f1"]), f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
             "–" if is_clean else fmt(r["success_rate"]),
             "–" if is_clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
             "–" if is_clean else fmt(r["top1_left_top3"], 3),
         )
     return t
+
+
+def min_norm_lines(result: dict[str, Any]) -> list[str]:
+    """One line per minimum-norm attack: median (IQR) minimal norm over clean-correct images, share found."""
+    blocks = result.get("min_norms") or {}
+    if "attacked" in blocks:  # a single attack's attack.json
+        blocks = {result["rows"][1].get("label", result["rows"][1]["attack"]) if len(result["rows"]) > 1 else "": blocks}
+    lines = []
+    for label, b in blocks.items():
+        norm = "L∞" if b["norm"] == "linf" else "L2"
+
+        def f(v: Any) -> str:
+            return "∞" if v is None or v == float("inf") else f"{v:.4g}"
+        lines.append(f"{label}: minimal {norm} norm over {b['attacked']} clean-correct images — median {f(b['median'])} "
+                     f"(IQR {f(b['q25'])}–{f(b['q75'])}), adversarial found for {fmt(b['found_rate'], 3)}")
+    return lines
 
 
 def checks_lines(checks: list[dict[str, Any]]) -> list[str]:

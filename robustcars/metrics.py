@@ -99,3 +99,47 @@ def rank_shift_summary(adv_ranks: np.ndarray, top: int = 3) -> dict[str, float]:
     if r.shape[1] == top:
         out[f"top{top}_set_kept"] = float((r.max(axis=1) <= top).mean())
     return out
+
+
+def min_norm_summary(min_norms: np.ndarray, clean_correct: np.ndarray, eps_grid: np.ndarray | None = None
+                     ) -> dict[str, object]:
+    """Distribution of per-image minimal adversarial norms, and robust accuracy at any eps derived from it.
+
+    A minimum-norm attack (DeepFool, C&W, EAD, HopSkipJump) returns, for every image, the smallest perturbation
+    norm it found that changes the prediction; an image is robust at budget ``eps`` iff that norm is ``> eps``
+    (Carlini et al. 2019, "On Evaluating Adversarial Robustness", §5: robust accuracy as a curve over eps).
+
+    Args:
+        min_norms: float ``(N,)``, pixel-scale norm (L2 or L∞ per attack), ``>= 0``; ``0`` for images the
+            model already misclassifies, ``inf`` (or NaN) where the attack found no adversarial example.
+        clean_correct: bool ``(N,)``, whether the clean prediction is correct.
+        eps_grid: float ``(G,)`` budgets for the curve (default 40 log-spaced points covering the found norms).
+
+    Returns:
+        ``attacked`` (clean-correct images), ``found_rate`` (share of them with an adversarial example),
+        ``median``/``q25``/``q75``/``mean_found`` over the clean-correct images (failures count as ``inf``, so the
+        median is ``inf`` when the attack failed on more than half of them; NaN when none is clean-correct; the
+        lower order statistic, never interpolated), and
+        ``curve``: ``[[eps, robust accuracy over all N images], ...]`` — an upper bound on the true robust
+        accuracy, as for every attack.
+    """
+    n = np.asarray(min_norms, dtype=np.float64).copy()
+    ok = np.asarray(clean_correct, dtype=bool)
+    if n.shape != ok.shape or n.ndim != 1:
+        raise ValueError(f"min_norms {n.shape} and clean_correct {ok.shape} must be the same (N,) shape")
+    n[np.isnan(n)] = np.inf
+    n[~ok] = 0.0
+    att = n[ok]
+    fin = att[np.isfinite(att)]
+    if eps_grid is None:
+        pos = fin[fin > 0]
+        lo, hi = (float(pos.min()), float(pos.max())) if pos.size else (1e-4, 1.0)
+        eps_grid = np.geomspace(lo / 2, hi * 2, 40)
+    eps_grid = np.asarray(eps_grid, dtype=np.float64)
+    curve = [[float(e), float((n > e).mean()) if n.size else math.nan] for e in eps_grid]
+    if att.size == 0:
+        return {"attacked": 0, "found_rate": math.nan, "median": math.nan, "q25": math.nan, "q75": math.nan,
+                "mean_found": math.nan, "curve": curve}
+    q25, med, q75 = (float(v) for v in np.quantile(att, [0.25, 0.5, 0.75], method="lower"))
+    return {"attacked": int(att.size), "found_rate": float(fin.size / att.size), "median": med, "q25": q25,
+            "q75": q75, "mean_found": float(fin.mean()) if fin.size else math.nan, "curve": curve}

@@ -33,7 +33,8 @@ from .attacks import check_eps, get_attack, perturbation_norms
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data import CarsDataset, build_transform, load_cars, subsample
 from .errors import ConfigError, DataError
-from .metrics import accuracy, attack_success_rate, entropy, macro_f1, mean_std, rank_shift_summary, ranks_of
+from .metrics import (accuracy, attack_success_rate, entropy, macro_f1, mean_std, min_norm_summary, rank_shift_summary,
+                      ranks_of)
 from .runtime import library_versions, resolve_device
 
 TOPK = 3
@@ -305,7 +306,11 @@ def summarize(records: list[dict[str, Any]], eps: list[float], attack: str, norm
             rows[-1]["min_norm_found"] = len(found) / len(records)
         if "target" in records[0]:
             rows[-1]["target_hit_rate"] = float(np.mean([a["pred"] == r["target"] for a, r in zip(adv, records)]))
-    return {"clean": clean, "rows": rows, "max_entropy_nats": math.log(num_classes)}
+    out = {"clean": clean, "rows": rows, "max_entropy_nats": math.log(num_classes)}
+    if records and "min_norm" in records[0]:
+        found = np.array([math.inf if r["min_norm"] is None else r["min_norm"] for r in records])
+        out["min_norms"] = {"norm": norm, **min_norm_summary(found, clean_pred == y)}
+    return out
 
 
 def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps: list[float], grad_zero: int | None,
@@ -358,9 +363,16 @@ def extreme_panels(records, samples, cfg: AttackConfig, attack, model, tf, devic
 
 def make_figures(records: list[dict[str, Any]], examples: list[dict[str, Any]], cfg: AttackConfig, attack: str,
                  class_names: list[str], folder: Path, norm: str = "linf") -> list[str]:
-    from .figures import attack_panel, entropy_histograms
+    from .figures import attack_panel, entropy_histograms, robustness_curves
 
     paths = []
+    if records and "min_norm" in records[0]:  # robust accuracy at every eps, from the per-image minimal norms
+        found = np.array([math.inf if r["min_norm"] is None else r["min_norm"] for r in records])
+        mn = min_norm_summary(found, np.array([r["clean_pred"] == r["label"] for r in records]))
+        unit = "L∞" if norm == "linf" else "L2"
+        paths.append(robustness_curves({f"{attack} (from minimal {unit} norms)": [tuple(p) for p in mn["curve"]]},
+                                       folder / "min_norm_curve.png",
+                                       f"{attack}: robust accuracy vs {unit} eps, {len(records)} images"))
     clean = np.array([r["clean_entropy"] for r in records])
     adv = {f"{attack} eps={e:g}": np.array([r["adv"][j]["entropy"] for r in records]) for j, e in enumerate(cfg.eps)}
     paths.append(entropy_histograms(clean, adv, math.log(len(class_names)), folder / "entropy_hist.png"))

@@ -22,10 +22,14 @@ Everything is validated before any work starts.
 
 from __future__ import annotations
 
+import json
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .attacks import check_eps, get_attack
 from .errors import ConfigError
@@ -105,6 +109,55 @@ def suite_checks(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
+# minimum-norm attacks whose objective is the norm they report (EAD minimizes an elastic-net mix: left out)
+_MIN_NORM_COMPARABLE = {"deepfool": "l2", "cw_l2": "l2", "hsj": "l2", "deepfool_linf": "linf"}
+
+
+def min_norm_checks(norms: dict[str, tuple[str, dict[str, float]]], min_shared: int = 10, ratio: float = 1.5
+                    ) -> list[dict[str, Any]]:
+    """Cross-attack check for minimum-norm attacks (Carlini et al. 2019, §4: compare attacks on the same inputs).
+
+    Args:
+        norms: label -> (attack name, {image path: minimal norm of a clean-correct image, ``inf`` = not found}).
+        min_shared: fewest shared images for a comparison.
+        ratio: flag when the median over shared images of ``norm_a / norm_b`` exceeds this.
+
+    Returns:
+        One check per pair of attacks minimizing the same norm: ok when neither attack's minimal norms are,
+        image by image, ``ratio`` times the other's — a larger factor means the weaker attack is
+        under-optimized (too few steps, too large a step size, too few binary-search steps) and its robust
+        accuracy overstates robustness.
+    """
+    checks = []
+    labels = [k for k, (name, _) in norms.items() if name in _MIN_NORM_COMPARABLE]
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            (na, da), (nb, db) = norms[a], norms[b]
+            if _MIN_NORM_COMPARABLE[na] != _MIN_NORM_COMPARABLE[nb]:
+                continue
+            shared = [k for k in da.keys() & db.keys() if 0 < da[k] < math.inf and 0 < db[k] < math.inf]
+            if len(shared) < min_shared:
+                continue
+            r = float(np.median([da[k] / db[k] for k in shared]))
+            weak, strong, factor = (a, b, r) if r >= 1 else (b, a, 1 / r)
+            checks.append({"name": "min_norm_attacks_agree", "ok": factor <= ratio, "value": factor,
+                           "pair": [weak, strong], "images": len(shared),
+                           "explain": f"{weak}'s minimal norms are {factor:.2f}x {strong}'s on the same {len(shared)} "
+                                      f"images (median ratio): {weak} is under-optimized — more steps, a smaller step "
+                                      "size or more binary-search steps"})
+    return checks
+
+
+def _min_norms_by_path(folder: Path) -> dict[str, float]:
+    out = {}
+    with open(folder / "records.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            if r["clean_pred"] == r["label"]:
+                out[r["path"]] = math.inf if r["min_norm"] is None else float(r["min_norm"])
+    return out
+
+
 def entry_config(base, entry: SuiteEntry, out: Path):
     """The AttackConfig of one suite entry (``base`` gives run, device, batch size, ...)."""
     return replace(base, attack=entry.attack, eps=list(entry.eps), params=dict(entry.params),
@@ -126,16 +179,22 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
         results[entry.label] = run_attack(cfg, resume=resume or False, reporter=reporter, command=command)
     if not all(results.values()):  # a non-zero torchrun rank: rank 0 writes the summary
         return {}
-    rows = [results[suite.entries[0].label]["rows"][0]]  # clean row once
+    first = results[suite.entries[0].label]
+    rows = [first["rows"][0]]  # clean row once for the images most entries share
     for label, res in results.items():
+        if res["data"]["images"] != first["data"]["images"]:  # e.g. C&W on a subset: its own clean row
+            rows.append({**res["rows"][0], "label": label})
         rows += [{**r, "label": label} for r in res["rows"][1:]]
     summary = {
         "schema_version": SCHEMA_VERSION, "kind": "robustcars-suite", "suite": suite.name, "command": command,
         "description": suite.description, "suite_file": suite.path, "results": {k: str(out / k / "attack.json") for k in results},
-        "rows": rows, "checks": suite_checks(results) + [dict(c, attack=label) for label, res in results.items()
-                                                         for c in res["checks"]],
-        "run": results[suite.entries[0].label]["run"], "data": results[suite.entries[0].label]["data"],
+        "rows": rows, "checks": suite_checks(results) + min_norm_checks(
+            {label: (res["config"]["attack"], _min_norms_by_path(out / label))
+             for label, res in results.items() if "min_norms" in res})
+        + [dict(c, attack=label) for label, res in results.items() for c in res["checks"]],
+        "run": first["run"], "data": first["data"],
         "cost": {label: res["cost"] for label, res in results.items()},
+        "min_norms": {label: res["min_norms"] for label, res in results.items() if "min_norms" in res},
     }
     rio.write_json(out / "suite.json", summary)
     rio.write_csv(out / "suite.csv", rows)

@@ -121,14 +121,35 @@ def test_suite_runs_every_entry(trained_run, tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text('name = "t"\n[[attack]]\nname = "fgsm"\neps = [0.01, 0.1]\n'
                      '[[attack]]\nname = "pgd"\neps = [0.01, 0.1]\nsteps = 3\n'
-                     '[[attack]]\nname = "pgd_l2"\neps = [0.5]\nsteps = 2\nlabel = "l2"\nmax_images = 4\n')
+                     '[[attack]]\nname = "pgd_l2"\neps = [0.5]\nsteps = 2\nlabel = "l2"\nmax_images = 4\n'
+                     '[[attack]]\nname = "deepfool"\neps = [0.05, 1.0]\nsteps = 5\nmax_images = 6\n')
     out = tmp_path / "suite"
     r = invoke("attack", "--run", run, "--suite", suite, "--out", out, "--workers", 0, "--batch-size", 4)
     assert r.exit_code == 0, r.output
     result = json.loads((out / "suite.json").read_text())
-    assert [(row.get("label"), row["eps"]) for row in result["rows"]] == [
-        (None, 0.0), ("fgsm", 0.01), ("fgsm", 0.1), ("pgd", 0.01), ("pgd", 0.1), ("l2", 0.5)]
-    assert result["rows"][-1]["images"] == 4 and result["rows"][-1]["l2_max"] <= 0.5 + 1e-5
+    # entries on a subset get their own clean row
+    assert [(row.get("label"), row["eps"], row["images"]) for row in result["rows"]] == [
+        (None, 0.0, 9), ("fgsm", 0.01, 9), ("fgsm", 0.1, 9), ("pgd", 0.01, 9), ("pgd", 0.1, 9), ("l2", 0.0, 4),
+        ("l2", 0.5, 4), ("deepfool", 0.0, 6), ("deepfool", 0.05, 6), ("deepfool", 1.0, 6)]
+    assert result["rows"][6]["l2_max"] <= 0.5 + 1e-5
+    from rich.console import Console
+
+    from robustcars.console import attack_table
+    wide = Console(width=250, record=True)
+    wide.print(attack_table(result))
+    table = wide.export_text()
+    assert "clean (4 images of l2)" in table and "clean (6 images of deepfool)" in table
+    # the minimum-norm attack: norm distribution over clean-correct images, and robust accuracy at any eps
+    # that agrees with the model's predictions on the adversarial images at the suite's eps
+    mn = result["min_norms"]["deepfool"]
+    records = [json.loads(l) for l in (out / "deepfool" / "records.jsonl").read_text().splitlines()]
+    correct = [r["clean_pred"] == r["label"] for r in records]
+    assert mn["norm"] == "l2" and mn["attacked"] == sum(correct)
+    norms = [float("inf") if r["min_norm"] is None else r["min_norm"] for r in records]
+    for row in result["rows"][8:]:
+        assert row["accuracy"] == sum(n > row["eps"] for n in norms) / len(norms)
+    assert "deepfool: minimal L2 norm over" in r.output
+    assert (out / "deepfool" / "figures" / "min_norm_curve.png").stat().st_size > 1000
     names = {c["name"] for c in result["checks"]}
     assert {"pgd_no_weaker_than_fgsm", "inside_eps_ball", "accuracy_non_increasing_in_eps"} <= names
     for label in ("fgsm", "pgd", "l2"):

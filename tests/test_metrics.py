@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustcars.metrics import (accuracy, attack_success_rate, entropy, macro_f1, mean_std, rank_shift_summary,
-                                ranks_of)
+from robustcars.metrics import (accuracy, attack_success_rate, entropy, macro_f1, mean_std, min_norm_summary,
+                                rank_shift_summary, ranks_of)
 
 
 def test_entropy_hand_computed():
@@ -69,3 +69,28 @@ def test_rank_shift_summary():
 
 def test_mean_std_population():
     assert mean_std(np.array([1.0, 3.0])) == (2.0, 1.0)
+
+
+def test_min_norm_summary_hand_computed():
+    # 6 images: two misclassified (norm 0 whatever the attack said), one where the attack failed (inf)
+    norms = np.array([0.3, 0.1, np.inf, 0.2, 5.0, 0.4])
+    correct = np.array([True, True, True, True, False, False])
+    s = min_norm_summary(norms, correct, eps_grid=np.array([0.0, 0.1, 0.15, 0.25, 1.0]))
+    assert s["attacked"] == 4 and s["found_rate"] == 0.75
+    # clean-correct norms sorted: 0.1, 0.2, 0.3, inf -> lower quantiles
+    assert (s["q25"], s["median"], s["q75"]) == (0.1, 0.2, 0.3)
+    assert s["mean_found"] == pytest.approx(0.2)
+    # robust at eps iff norm > eps, over all 6 images (misclassified never robust, the failure always)
+    assert [a for _, a in s["curve"]] == pytest.approx([4 / 6, 3 / 6, 3 / 6, 2 / 6, 1 / 6])
+
+
+def test_min_norm_summary_failures_and_empty_and_default_grid():
+    s = min_norm_summary(np.array([np.inf, np.nan, 0.5]), np.array([True, True, True]))
+    assert s["median"] == math.inf and s["found_rate"] == pytest.approx(1 / 3)
+    curve = np.array(s["curve"])
+    assert len(curve) == 40 and curve[0, 0] < 0.5 < curve[-1, 0]
+    assert np.all(np.diff(curve[:, 1]) <= 0) and curve[0, 1] == 1.0 and curve[-1, 1] == pytest.approx(2 / 3)
+    e = min_norm_summary(np.array([0.0]), np.array([False]))
+    assert e["attacked"] == 0 and math.isnan(e["median"]) and e["curve"][0][1] == 0.0
+    with pytest.raises(ValueError):
+        min_norm_summary(np.zeros(3), np.ones(2, dtype=bool))
