@@ -125,14 +125,16 @@ def min_norm_lines(result: dict[str, Any]) -> list[str]:
     """One line per minimum-norm attack: median (IQR) minimal norm over clean-correct images, share found."""
     blocks = result.get("min_norms") or {}
     if "attacked" in blocks:  # a single attack's attack.json
-        blocks = {result["rows"][1].get("label", result["rows"][1]["attack"]) if len(result["rows"]) > 1 else "": blocks}
+        first = result["rows"][1] if len(result["rows"]) > 1 else {"attack": ""}
+        blocks = {first.get("label", first["attack"]): blocks}
     lines = []
     for label, b in blocks.items():
         norm = "L∞" if b["norm"] == "linf" else "L2"
 
         def f(v: Any) -> str:
             return "∞" if v is None or v == float("inf") else f"{v:.4g}"
-        lines.append(f"{label}: minimal {norm} norm over {b['attacked']} clean-correct images — median {f(b['median'])} "
+        lines.append(f"{label}: minimal {norm} norm over {b['attacked']} clean-correct images — "
+                     f"median {f(b['median'])} "
                      f"(IQR {f(b['q25'])}–{f(b['q75'])}), adversarial found for {fmt(b['found_rate'], 3)}")
     return lines
 

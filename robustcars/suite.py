@@ -143,7 +143,8 @@ def min_norm_checks(norms: dict[str, tuple[str, dict[str, float]]], min_shared: 
             checks.append({"name": "min_norm_attacks_agree", "ok": factor <= ratio, "value": factor,
                            "pair": [weak, strong], "images": len(shared),
                            "explain": f"{weak}'s minimal norms are {factor:.2f}x {strong}'s on the same {len(shared)} "
-                                      f"images (median ratio): {weak} is under-optimized — more steps, a smaller step "
+                                      f"images (median ratio): {weak} is under-optimized — more steps, a smaller "
+                                      "step "
                                       "size or more binary-search steps"})
     return checks
 
