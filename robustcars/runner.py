@@ -265,7 +265,8 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     }
     rio.write_json(out / "attack.json", result)
     rio.write_csv(out / "attack.csv", summary["rows"])
-    figs = make_figures(records, examples, cfg, attack.name, ckpt["class_names"], out / "figures", attack.norm)
+    figs = make_figures(records, examples, cfg, attack.name, ckpt["class_names"], out / "figures", attack.norm,
+                        summary.get("min_norms"))
     figs += extreme_panels(records, samples, cfg, attack, model, tf, device, ckpt["class_names"], out / "figures")
     result["figures"] = [os.path.relpath(p, out) for p in figs]  # relative to the attack folder
     rio.write_json(out / "attack.json", result)
@@ -362,15 +363,14 @@ def extreme_panels(records, samples, cfg: AttackConfig, attack, model, tf, devic
 
 
 def make_figures(records: list[dict[str, Any]], examples: list[dict[str, Any]], cfg: AttackConfig, attack: str,
-                 class_names: list[str], folder: Path, norm: str = "linf") -> list[str]:
+                 class_names: list[str], folder: Path, norm: str = "linf",
+                 min_norms: dict[str, Any] | None = None) -> list[str]:
     from .figures import attack_panel, entropy_histograms, robustness_curves
 
     paths = []
-    if records and "min_norm" in records[0]:  # robust accuracy at every eps, from the per-image minimal norms
-        found = np.array([math.inf if r["min_norm"] is None else r["min_norm"] for r in records])
-        mn = min_norm_summary(found, np.array([r["clean_pred"] == r["label"] for r in records]))
+    if min_norms:  # robust accuracy at every eps, from the per-image minimal norms (see summarize)
         unit = "L∞" if norm == "linf" else "L2"
-        paths.append(robustness_curves({f"{attack} (from minimal {unit} norms)": [tuple(p) for p in mn["curve"]]},
+        paths.append(robustness_curves({f"{attack} (from minimal {unit} norms)": [tuple(p) for p in min_norms["curve"]]},
                                        folder / "min_norm_curve.png",
                                        f"{attack}: robust accuracy vs {unit} eps, {len(records)} images"))
     clean = np.array([r["clean_entropy"] for r in records])

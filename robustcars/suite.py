@@ -144,8 +144,7 @@ def min_norm_checks(norms: dict[str, tuple[str, dict[str, float]]], min_shared: 
                            "pair": [weak, strong], "images": len(shared),
                            "explain": f"{weak}'s minimal norms are {factor:.2f}x {strong}'s on the same {len(shared)} "
                                       f"images (median ratio): {weak} is under-optimized — more steps, a smaller "
-                                      "step "
-                                      "size or more binary-search steps"})
+                                      "step size or more binary-search steps"})
     return checks
 
 
