@@ -13,7 +13,8 @@ MULTIWORD_MAKES = ("AM General", "Aston Martin", "Land Rover")
 
 
 def make_of(class_name: str) -> str:
-    """The manufacturer in a Stanford Cars class name: ``"Aston Martin V8 Vantage Coupe 2012"`` -> ``"Aston Martin"``."""
+    """The manufacturer in a Stanford Cars class name:
+    ``"Aston Martin V8 Vantage Coupe 2012"`` -> ``"Aston Martin"``."""
     for make in MULTIWORD_MAKES:
         if class_name.startswith(make + " "):
             return make
@@ -57,7 +58,8 @@ def flips(records: list[dict[str, Any]], class_names: list[str], eps_index: int,
         "fooled": total,
         "same_make_share": same / total if total else float("nan"),
         "top": [{"true": class_names[a], "adversarial": class_names[b], "count": n,
-                 "same_make": make_of(class_names[a]) == make_of(class_names[b])} for (a, b), n in pairs.most_common(top)],
+                 "same_make": make_of(class_names[a]) == make_of(class_names[b])}
+                for (a, b), n in pairs.most_common(top)],
     }
 
 
@@ -82,24 +84,39 @@ def by_class_index(names: list[str]) -> dict[str, list[int]]:
     return dict(out)
 
 
+def _fall(r: dict[str, Any], j: int) -> tuple:
+    a = r["adv"][j]
+    return (a["clean_top3_rank"][0], a["entropy"] - r["clean_entropy"], -r["index"])  # ties: lower index first
+
+
+def _prob_drop(r: dict[str, Any], j: int) -> tuple:
+    a = r["adv"][j]
+    p_adv = a["top3_prob"][0] if a["top3"][0] == r["clean_top3"][0] else 0.0
+    return (r["clean_top3_prob"][0] - p_adv, r["index"])
+
+
 def extreme_images(records: list[dict[str, Any]], eps_index: int, k: int = 2) -> tuple[list[int], list[int]]:
     """Indices of the ``k`` most and ``k`` least affected clean-correct images at ``eps_index``.
 
     Most affected: the clean top-1 class fell furthest in the adversarial ranking (ties: larger entropy
-    rise). Least affected: still ranked first, with the smallest drop of the top-1 probability.
+    rise, then lower index). Least affected: still ranked first, with the smallest drop of the top-1
+    probability (ties: lower index). The order is total, so the answer does not depend on the order of
+    ``records`` and can be computed batch by batch from :func:`extreme_candidates`.
     """
     correct = [r for r in records if r["clean_pred"] == r["label"]]
-
-    def fall(r):
-        a = r["adv"][eps_index]
-        return (a["clean_top3_rank"][0], a["entropy"] - r["clean_entropy"])
-
-    def prob_drop(r):
-        a = r["adv"][eps_index]
-        p_adv = a["top3_prob"][0] if a["top3"][0] == r["clean_top3"][0] else 0.0
-        return r["clean_top3_prob"][0] - p_adv
-
-    most = sorted(correct, key=fall, reverse=True)[:k]
-    kept = [r for r in correct if r["adv"][eps_index]["clean_top3_rank"][0] == 1 and r not in most]
-    least = sorted(kept, key=prob_drop)[:k]
+    most = sorted(correct, key=lambda r: _fall(r, eps_index), reverse=True)[:k]
+    chosen = {r["index"] for r in most}
+    kept = [r for r in correct if r["adv"][eps_index]["clean_top3_rank"][0] == 1 and r["index"] not in chosen]
+    least = sorted(kept, key=lambda r: _prob_drop(r, eps_index))[:k]
     return [r["index"] for r in most], [r["index"] for r in least]
+
+
+def extreme_candidates(records: list[dict[str, Any]], eps_index: int, k: int = 2) -> set[int]:
+    """The indices that can still be chosen by :func:`extreme_images` once more records arrive: the ``k`` most
+    affected and the ``2k`` least affected still-first images (``k`` of those may be taken by the most
+    affected). Keeping only these while streaming gives the same final choice as keeping every record."""
+    correct = [r for r in records if r["clean_pred"] == r["label"]]
+    most = sorted(correct, key=lambda r: _fall(r, eps_index), reverse=True)[:k]
+    first = [r for r in correct if r["adv"][eps_index]["clean_top3_rank"][0] == 1]
+    least = sorted(first, key=lambda r: _prob_drop(r, eps_index))[:2 * k]
+    return {r["index"] for r in most + least}

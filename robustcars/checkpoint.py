@@ -47,7 +47,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated/corrupt/foreign files all mean the same here
+    except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a robustcars checkpoint")
@@ -57,7 +57,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], *, num_classes: int | None = None, arch: str | None = None) -> nn.Sequential:
+def model_from_checkpoint(ckpt: dict[str, Any], *, num_classes: int | None = None, arch: str | None = None
+                          ) -> nn.Sequential:
     """Rebuild the model of ``ckpt`` (eval mode) and load its weights.
 
     Args:

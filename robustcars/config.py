@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
+from .registry import attack_spec, check_eps, validate_params
+
+DATA_ENV = "ROBUSTCARS_DATA"
+DEFAULT_DATA = "data/stanford-cars"
+
+
+def default_data() -> str:
+    """The data root when ``--data`` is not given: ``$ROBUSTCARS_DATA``, else ``data/stanford-cars``."""
+    return os.environ.get(DATA_ENV) or DEFAULT_DATA
 
 
 @dataclass
@@ -59,3 +71,50 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class AttackConfig:
+    """Everything ``robustcars attack`` needs (torch-free; validated before anything is imported or written)."""
+
+    run: str
+    out: str
+    eps: list[float] = field(default_factory=lambda: [0.01])
+    attack: str = "fgsm"
+    params: dict[str, Any] = field(default_factory=dict)  # attack parameters as given (steps, alpha, target, ...)
+    split: str = "test"
+    batch_size: int = 32
+    device: str = "auto"
+    data: str | None = None  # overrides the data root saved in the run
+    max_images: int | None = None  # a seeded random subset of the split
+    examples: int = 4  # images shown in the panel figures
+    seed: int = 0
+    workers: int = 2
+
+    def validate(self) -> AttackConfig:
+        """Check every field and the attack's parameters (registry). Raises ConfigError."""
+        spec = attack_spec(self.attack)
+        self.eps = sorted(set(check_eps(self.eps)))
+        values = validate_params(self.attack, self.params)
+        self.params = {k: values[k] for k in self.params}  # normalized: "3" -> 3 for a target, 10.0 -> 10
+        checks = [
+            (self.split in ("train", "val", "test"), f"--split must be one of train, val, test, got {self.split!r}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.max_images is None or self.max_images >= 1, f"--max-images must be >= 1, got {self.max_images}"),
+            (self.examples >= 0, f"--examples must be >= 0, got {self.examples}"),
+            (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (spec.kind != "single-step" or "target" not in self.params, f"{self.attack} cannot be targeted"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    @property
+    def norm(self) -> str:
+        return attack_spec(self.attack).norm
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the records (not the output folder, device, workers or panels)."""
+        keys = {k: v for k, v in asdict(self).items() if k not in ("out", "device", "workers", "examples")}
+        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,17 +1,35 @@
-"""Rich rendering shared by the commands: progress bars and tables. No computation here."""
+"""Rendering shared by the commands: progress, tables and lines. No computation here, and no torch import
+(so bad options are reported before torch loads).
+
+On a terminal progress is a rich bar; without one (a log file, CI, ``nohup``, ``tee``) it is a plain line every
+``$ROBUSTCARS_PROGRESS_SECONDS`` (default 30) seconds and at the end, and tables are printed wide instead
+of squeezed to 80 columns.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .train import Reporter
+LOG_WIDTH = 160  # columns of tables written to a file or pipe
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+console = Console(highlight=False, width=None if _is_tty(sys.stdout) else LOG_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=None if _is_tty(sys.stderr) else LOG_WIDTH)
 
 
 def make_progress() -> Progress:
@@ -22,6 +40,54 @@ def make_progress() -> Progress:
     )
 
 
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class PlainProgress:
+    """Progress as plain lines for logs: at most one line per ``interval`` seconds, and one at the end."""
+
+    def __init__(self, description: str, total: int, done: int = 0, interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.description, self.total, self.done, self.start_done = description, total, done, done
+        self.interval = float(os.environ.get("ROBUSTCARS_PROGRESS_SECONDS", "30")) if interval is None else interval
+        self.clock = clock
+        self.t0 = self.last = clock()
+
+    def __call__(self, n: int) -> None:
+        finishing = self.done < self.total <= self.done + n
+        self.done += n
+        now = self.clock()
+        if finishing or (now - self.last >= self.interval and self.done < self.total):
+            self.last = now
+            elapsed = now - self.t0
+            rate = (self.done - self.start_done) / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            share = 100 * self.done / max(self.total, 1)
+            console.print(f"{self.description}: {self.done}/{self.total} img ({share:.0f}%), "
+                          f"{rate:.2f} img/s, elapsed {_hms(elapsed)}, eta {_hms(eta)}", soft_wrap=True)
+
+
+class _Bar:
+    """A rich bar on a terminal, :class:`PlainProgress` otherwise; ``advance(n)`` and ``stop()``."""
+
+    def __init__(self, description: str, total: int, done: int = 0) -> None:
+        self.bar: Progress | None = None
+        if console.is_terminal:
+            self.bar = make_progress()
+            self.bar.start()
+            task = self.bar.add_task(description, total=total, completed=done, info="")
+            self.advance = lambda n: self.bar.advance(task, n)
+        else:
+            self.advance = PlainProgress(description, total, done)
+
+    def stop(self) -> None:
+        if self.bar:
+            self.bar.stop()
+            self.bar = None
+
+
 def fmt(x: Any, digits: int = 4) -> str:
     if x is None:
         return "–"
@@ -30,34 +96,34 @@ def fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-class RichTrainReporter(Reporter):
-    """Progress bar per phase and one table row per epoch."""
+class RichTrainReporter:
+    """Progress per phase (bar or plain lines) and one line per epoch (duck-types ``train.Reporter``)."""
 
     def __init__(self) -> None:
-        self.progress: Progress | None = None
+        self.bar: _Bar | None = None
 
     def start(self, info: dict[str, Any]) -> None:
         console.print(
-            f"[bold]train[/] {info['arch']} (weights: {info['weights']}, frozen: {', '.join(info['frozen']) or 'none'}) "
+            f"[bold]train[/] {info['arch']} (weights: {info['weights']}, "
+            f"frozen: {', '.join(info['frozen']) or 'none'}) "
             f"on {info['device']} — {info['classes']} classes, {info['train']} train / {info['val']} val images, "
             f"{info['trainable']:,} of {info['params']:,} parameters trainable"
-            + (f"; resuming at epoch {info['start_epoch']}" if info["start_epoch"] > 1 else "")
+            + (f"; resuming at epoch {info['start_epoch']}" if info["start_epoch"] > 1 else ""), soft_wrap=True
         )
 
     def phase(self, name: str, total: int):
-        self.progress = make_progress()
-        self.progress.start()
-        task = self.progress.add_task(name, total=total, info="")
-        return lambda n: self.progress.advance(task, n)
+        self.bar = _Bar(name, total)
+        return self.bar.advance
 
     def end_phase(self) -> None:
-        if self.progress:
-            self.progress.stop()
-            self.progress = None
+        if self.bar:
+            self.bar.stop()
+            self.bar = None
 
     def epoch(self, row: dict[str, float], improved: bool) -> None:
         console.print(
-            f"epoch {row['epoch']:>3}  lr {row['lr']:.2e}  train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} "
+            f"epoch {row['epoch']:>3}  lr {row['lr']:.2e}  "
+            f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} "
             f"F1 {row['train_f1']:.3f}  │ val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} "
             f"F1 {row['val_f1']:.3f}  {row['seconds']:.0f}s" + ("  [green]★ best[/]" if improved else "")
         )
@@ -76,23 +142,24 @@ def history_table(history: list[dict[str, float]], best_epoch: int) -> Table:
 
 
 class RichAttackReporter:
-    """Progress bar over the images of the split."""
+    """Progress over the images of the split (bar or plain lines); duck-types ``runner.AttackReporter``."""
 
     def __init__(self) -> None:
-        self.bar: Progress | None = None
+        self.bar: _Bar | None = None
 
     def start(self, info: dict[str, Any]) -> None:
         eps = ", ".join(f"{e:g}" for e in info["eps"])
         norm = "L2" if info.get("norm") == "l2" else "L∞"
         console.print(f"[bold]attack[/] {info['attack']} (eps {eps}, {norm} in pixel scale) on {info['arch']} at "
                       f"{info['img_size']} px — {info['images']} {info['split']} images on {info['device']}"
-                      + (f"; resuming after {info['resumed']}" if info["resumed"] else ""))
+                      + (f"; resuming after {info['resumed']}" if info["resumed"] else ""), soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        console.print(message, soft_wrap=True)
 
     def progress(self, total: int, done: int):
-        self.bar = make_progress()
-        self.bar.start()
-        task = self.bar.add_task("attacking", total=total, completed=done, info="")
-        return lambda n: self.bar.advance(task, n)
+        self.bar = _Bar("attacking", total, done)
+        return self.bar.advance
 
     def end(self) -> None:
         if self.bar:
@@ -101,7 +168,8 @@ class RichAttackReporter:
 
 def attack_table(result: dict[str, Any]) -> Table:
     """Clean row + one row per attack/eps: the numbers of ``attack.json``."""
-    t = Table(title=f"Robustness of {result['run']['arch']} on {result['data']['images']} {result['data']['split']} images")
+    data = result["data"]
+    t = Table(title=f"Robustness of {result['run']['arch']} on {data['images']} {data['split']} images")
     cols = [("input", "left"), ("eps", "right"), ("accuracy", "right"), ("macro-F1", "right"),
             ("entropy (nats)", "right"), ("success rate", "right"), ("clean top-1 rank\nmean / median", "right"),
             ("top-1 left\ntop-3", "right")]

@@ -20,9 +20,12 @@ first layer (see :mod:`robustcars.models`), so attack budgets are in pixel scale
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,7 +127,12 @@ def _load_folders(root: Path) -> CarsData:
         for cls_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
             if cls_dir.name not in index:
                 raise DataError(f"class folder {cls_dir} has no counterpart in {root / 'train'}")
-            samples += [Sample(str(p), index[cls_dir.name]) for p in _list_images(cls_dir)]
+            images = _list_images(cls_dir)
+            if split == "train" and not images:
+                what = "a link to another folder" if cls_dir.is_symlink() else "empty"
+                raise DataError(f"class folder {cls_dir} holds no images ({what}): a class needs training images; "
+                                "remove the folder or add images")
+            samples += [Sample(str(p), index[cls_dir.name]) for p in images]
         if not samples:
             raise DataError(f"no images found in {folder} (expected {folder}/<class>/*.jpg)")
         splits[split] = samples
@@ -192,8 +200,22 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
     if small:
         raise DataError(f"cannot split train into train/val: class index {small[0]} has fewer than 2 images")
     keep, held = train_test_split(samples, test_size=fraction, stratify=labels, random_state=seed)
-    key = lambda s: (s.label, s.path)  # noqa: E731 - stable, human-readable order
-    return sorted(keep, key=key), sorted(held, key=key)
+    return sorted(keep, key=_sample_order), sorted(held, key=_sample_order)
+
+
+def _sample_order(s: Sample) -> tuple[int, str]:
+    """A stable, human-readable order: by class, then path."""
+    return (s.label, s.path)
+
+
+def fingerprint(data: CarsData) -> dict[str, Any]:
+    """Counts per split and a sha256 of each split's sorted relative file list (no image is read)."""
+    out: dict[str, Any] = {"root": str(data.root), "available": True, "layout": data.layout,
+                           "classes": len(data.classes), "splits": {}}
+    for name, samples in data.splits.items():
+        rel = sorted(os.path.relpath(s.path, data.root) for s in samples)
+        out["splits"][name] = {"images": len(rel), "files_sha256": hashlib.sha256("\n".join(rel).encode()).hexdigest()}
+    return out
 
 
 def limit_per_class(samples: list[Sample], k: int) -> list[Sample]:
@@ -246,8 +268,10 @@ def read_image(sample: Sample) -> Image.Image:
         with Image.open(sample.path) as im:
             im = im.convert("RGB")
             im.load()
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"refusing image {sample.path}: {exc}") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot read image {sample.path}: {exc}") from exc
+        raise DataError(f"cannot read image {sample.path}: {exc}") from None
     if sample.bbox is not None:
         x1, y1, x2, y2 = sample.bbox
         im = im.crop((max(0, x1 - 1), max(0, y1 - 1), min(im.width, x2), min(im.height, y2)))

@@ -9,10 +9,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from . import io as rio  # noqa: E402
+from . import io as rio
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -79,7 +79,8 @@ def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: 
         row[2].set_title("adversarial", fontsize=8)
         for ax in row[:3]:
             ax.axis("off")
-        for ax, key, color, name in ((row[3], "clean_top", "tab:blue", "clean"), (row[4], "adv_top", "tab:red", "adversarial")):
+        bars = ((row[3], "clean_top", "tab:blue", "clean"), (row[4], "adv_top", "tab:red", "adversarial"))
+        for ax, key, color, name in bars:
             top = ex[key]
             ys = np.arange(len(top))[::-1]
             ax.barh(ys, [p for _, p in top], color=color, alpha=0.35)

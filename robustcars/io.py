@@ -67,7 +67,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(_nan_to_none(obj), indent=2, allow_nan=False) + "\n")
 
 
-def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], fieldnames: Iterable[str] | None = None) -> Path:
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], fieldnames: Iterable[str] | None = None
+              ) -> Path:
     import io as _io
 
     buf = _io.StringIO()

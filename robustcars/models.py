@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError
+from .registry import ARCHITECTURES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,6 +65,8 @@ def register(spec: ArchSpec) -> ArchSpec:
     """Add an architecture; a duplicate name is refused."""
     if spec.name in _REGISTRY:
         raise ValueError(f"architecture {spec.name!r} is already registered")
+    if spec.name not in ARCHITECTURES:
+        raise ValueError(f"architecture {spec.name!r} is not listed in robustcars.registry.ARCHITECTURES")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -197,7 +200,7 @@ def _load_backbone_file(backbone: nn.Module, path: Path, arch: str) -> None:
         raise CheckpointError(f"weights file not found: {path} (use --weights imagenet|none|PATH)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable weights file"
+    except Exception as exc:
         raise CheckpointError(f"cannot read weights file {path}: {exc.__class__.__name__}") from exc
     if isinstance(obj, dict) and "state_dict" in obj and "arch" in obj:
         if obj["arch"] != arch:
@@ -210,7 +213,8 @@ def _load_backbone_file(backbone: nn.Module, path: Path, arch: str) -> None:
     missing = [k for k in own if k not in usable]
     head = [k for k in missing if k.startswith(("fc.", "classifier."))]
     if len(missing) > len(head):
-        raise CheckpointError(f"{path} does not fit {arch}: {len(missing) - len(head)} backbone tensors missing or mis-shaped")
+        raise CheckpointError(f"{path} does not fit {arch}: {len(missing) - len(head)} backbone tensors missing "
+                              "or mis-shaped")
     backbone.load_state_dict(usable, strict=False)
 
 

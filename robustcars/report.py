@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import json
 import math
+import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,9 @@ import numpy as np
 from . import __version__
 from . import io as rio
 from .aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, StorageError
+from .lock import file_lock
+from .results import AttackResult, attack_dirs, load_attack, read_json_file
 from .runtime import library_versions
 
 REPORT_SCHEMA_VERSION = 1
@@ -39,61 +43,66 @@ class ModelResults:
     key: str
     run_dir: Path | None
     checkpoint: Path
-    attacks: list[dict[str, Any]] = field(default_factory=list)  # attack.json contents (+ "_dir")
+    attacks: list[AttackResult] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _attack_dirs(folder: Path) -> list[Path]:
-    return sorted(p.parent for p in folder.glob("*/attack.json")) + sorted(p.parent for p in folder.glob("*/*/attack.json"))
+def _read_history(path: Path) -> list[dict[str, float]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
 
 
 def collect(paths: list[Path]) -> list[ModelResults]:
-    """Group the given run / attack / suite folders by model checkpoint.
+    """Read and check every result under the given run / attack / suite folders, grouped by model checkpoint.
+
+    Nothing is written here: a damaged or incomplete result stops the report before its folder is touched.
 
     Raises:
-        DataError: a path that is none of these.
+        DataError: a path that is none of these, or a result that is damaged or incomplete (the message
+            names the file and what to do).
     """
-    attack_dirs: list[Path] = []
+    found: list[Path] = []
     runs: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if (p / "attack.json").is_file():
-            attack_dirs.append(p)
+    for p in map(Path, paths):
+        if (p / "attack.json").is_file() or (p / "records.jsonl").is_file():
+            found.append(p)
         elif (p / "suite.json").is_file():
-            attack_dirs += _attack_dirs(p)
+            found += attack_dirs(p)
         elif (p / "best.pt").is_file():
             runs.append(p)
-            attack_dirs += _attack_dirs(p)
+            found += attack_dirs(p)
         else:
-            raise DataError(f"{p} is not a run folder (best.pt), an attack folder (attack.json) or a suite (suite.json)")
+            raise DataError(f"{p} is not a run folder (best.pt), an attack folder (attack.json) or a suite "
+                            "(suite.json)")
     models: dict[str, ModelResults] = {}
     for r in runs:
         key = str((r / "best.pt").resolve())
         models.setdefault(key, ModelResults(key, r, r / "best.pt"))
     seen = set()
-    for d in attack_dirs:
+    for d in found:
         if d.resolve() in seen:
             continue
         seen.add(d.resolve())
-        res = rio.read_json(d / "attack.json")
-        res["_dir"] = str(d)
-        ckpt = Path(res["run"]["checkpoint"])
+        res = load_attack(d)
+        ckpt = Path(res.meta["run"]["checkpoint"])
         key = str(ckpt.resolve())
-        m = models.setdefault(key, ModelResults(key, ckpt.parent if (ckpt.parent / "metrics.json").exists() else None, ckpt))
-        m.attacks.append(res)
+        run_dir = ckpt.parent if (ckpt.parent / "metrics.json").exists() else None
+        models.setdefault(key, ModelResults(key, run_dir, ckpt)).attacks.append(res)
     for m in models.values():
         if m.run_dir is not None:
             if (m.run_dir / "metrics.json").is_file():
-                m.metrics = rio.read_json(m.run_dir / "metrics.json")
+                m.metrics = read_json_file(m.run_dir / "metrics.json", "run metrics")
             if (m.run_dir / "config.json").is_file():
-                m.config = rio.read_json(m.run_dir / "config.json")
+                m.config = read_json_file(m.run_dir / "config.json", "run config")
             if (m.run_dir / "history.csv").is_file():
-                with open(m.run_dir / "history.csv", encoding="utf-8") as fh:
-                    m.history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+                m.history = _read_history(m.run_dir / "history.csv")
         if not m.config and m.attacks:
-            m.config = m.attacks[0]["run"].get("train_config", {})
+            m.config = m.attacks[0].meta["run"].get("train_config", {})
     return list(models.values())
 
 
@@ -108,19 +117,13 @@ def sha256_file(path: Path) -> str | None:
 
 
 def dataset_fingerprint(root: str, seed: int = 0) -> dict[str, Any]:
-    """Counts per split and a sha256 of the sorted relative file list of each split (no image is read)."""
-    from .data import load_cars
+    """For a run without attacks: :func:`robustcars.data.fingerprint` of its data root (files listed, none read)."""
+    from .data import fingerprint, load_cars
 
     try:
-        data = load_cars(root, seed=seed)
+        return fingerprint(load_cars(root, seed=seed))
     except DataError as exc:
         return {"root": root, "available": False, "reason": str(exc)}
-    out = {"root": root, "available": True, "layout": data.layout, "classes": len(data.classes), "splits": {}}
-    for name, samples in data.splits.items():
-        rel = sorted(str(Path(s.path).relative_to(data.root)) if Path(s.path).is_relative_to(data.root) else s.path
-                     for s in samples)
-        out["splits"][name] = {"images": len(rel), "files_sha256": hashlib.sha256("\n".join(rel).encode()).hexdigest()}
-    return out
 
 
 def git_commit() -> str | None:
@@ -132,20 +135,26 @@ def git_commit() -> str | None:
         return None
 
 
-def _records(attack: dict[str, Any]) -> list[dict[str, Any]]:
-    path = Path(attack["_dir"]) / "records.jsonl"
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.endswith("\n")]
-
-
 def _focus_eps_index(eps: list[float], near: float = 0.01) -> int:
     """The eps used for per-class analyses: the one closest to ``near`` (log scale)."""
     return int(np.argmin([abs(math.log(max(e, 1e-9)) - math.log(near)) for e in eps]))
 
 
-def _label(attack: dict[str, Any]) -> str:
-    d = Path(attack["_dir"]).name
-    return attack["config"]["attack"] if d.startswith("attack-") else d
+def _label(attack: AttackResult) -> str:
+    d = attack.dir.name
+    return attack.attack if d.startswith("attack-") else d
+
+
+def _class_names(m: ModelResults) -> list[str] | None:
+    """From attack.json (schema 2); results of schema 1 fall back to the checkpoint."""
+    for a in m.attacks:
+        if a.class_names:
+            return a.class_names
+    if m.attacks and m.checkpoint.is_file():
+        from .checkpoint import read_checkpoint
+
+        return read_checkpoint(m.checkpoint)["class_names"]
+    return None
 
 
 def model_name(m: ModelResults) -> str:
@@ -161,103 +170,82 @@ def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robus
                  panels: str = "all") -> dict[str, Any]:
     """Write the report folder and return ``report.json``'s content.
 
+    Every input is read and checked first; the report is then built in a temporary folder beside ``out`` and
+    moved into place at the end, so a failure leaves no half-written report (and an earlier report at
+    ``out`` stays as it was). ``out`` may be a new folder or an earlier report; any other existing folder is
+    refused rather than replaced.
+
     Args:
         panels: which example panels of the attack folders to copy: ``all``, ``extremes`` (only the most and
             least affected images at the largest eps) or ``none`` (each panel PNG is ~1.3 MB).
     Raises:
-        DataError: no run or attack result in ``paths``; ConfigError: unknown ``panels``.
+        DataError: no run or attack result in ``paths``, or a damaged or incomplete one; ConfigError: unknown
+            ``panels``, ``out`` is a file or a folder that is not a report, or another process writes it;
+            StorageError: the report cannot be written.
     """
-    from . import figures as F
-
     if panels not in PANELS:
         raise ConfigError(f"panels must be one of {', '.join(PANELS)}, got {panels!r}")
-
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and ((out / "report.json").is_file() or not any(out.iterdir()))):
+        raise ConfigError(f"--out {out} exists and is not a robustcars report folder; choose another --out")
     models = collect(paths)
     if not models:
         raise DataError("no runs or attack results found in the given paths")
-    figdir = out / "figures"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    with file_lock(out.parent / f".{out.name}.robustcars.lock", what=str(out)):
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        except OSError as exc:
+            raise StorageError(f"cannot write {out}: {exc.strerror or exc}") from None
+        try:
+            report = _write_report(models, tmp, title=title, command=command, panels=panels)
+            _swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return report
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp``: the old report is moved aside first and removed only once the new one is in."""
+    old = None
+    try:
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except OSError as exc:
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        raise StorageError(f"cannot write {out}: {exc.strerror or exc}; the previous report is kept") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_report(models: list[ModelResults], out: Path, *, title: str, command: str, panels: str) -> dict[str, Any]:
+    from . import figures as F
+
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION, "kind": "robustcars-report", "title": title,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "reproducibility": {"report_command": command, "robustcars_version": __version__, "git_commit": git_commit(),
                             "versions": library_versions()},
         "models": [],
     }
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for i, m in enumerate(models):
-        slug = f"m{i + 1}"
-        entry: dict[str, Any] = {
-            "id": slug, "name": model_name(m), "checkpoint": str(m.checkpoint), "checkpoint_sha256": sha256_file(m.checkpoint),
-            "config": m.config, "metrics": m.metrics, "commands": m.metrics.get("commands", []), "figures": {},
-            "attacks": [],
-        }
-        if m.config.get("data"):
-            entry["dataset"] = dataset_fingerprint(m.config["data"], seed=m.config.get("seed", 0))
-        if m.history:
-            entry["history"] = m.history
-            entry["figures"]["learning_curves"] = str(F.learning_curves(m.history, figdir / f"{slug}_learning_curves.png").relative_to(out))
-        # the attack over the most images carries the clean predictions used for the confusion matrix
-        biggest = max(m.attacks, key=lambda a: a["data"]["images"], default=None)
-        class_names = None
-        if biggest is not None:
-            from .checkpoint import read_checkpoint
-
-            class_names = read_checkpoint(m.checkpoint)["class_names"] if m.checkpoint.is_file() else None
-        model_curves: dict[str, list[tuple[float, float]]] = {}
-        used: set[str] = set()
-        for a in m.attacks:
-            label = _label(a)
-            if label in used:  # e.g. attack-fgsm/ and suite-gradient/fgsm/ of the same model
-                label = f"{Path(a['_dir']).parent.name}-{label}"
-            used.add(label)
-            recs = _records(a)
-            rows = a["rows"]
-            att = {"label": label, "attack": a["config"]["attack"], "norm": a["threat_model"]["norm"],
-                   "images": a["data"]["images"], "split": a["data"]["split"], "command": a.get("command", ""),
-                   "params": a["threat_model"].get("params", {}), "rows": rows, "checks": a.get("checks", []),
-                   "cost": a.get("cost", {}), "dir": a["_dir"], "figures": {}}
-            eps = a["threat_model"]["eps"]
-            model_curves[label] = [(r["eps"], r["accuracy"]) for r in rows[1:]]
-            fi = _focus_eps_index(eps)
-            att["focus_eps"] = eps[fi]
-            att["top1_rank"] = {str(e): top1_rank_distribution(recs, j) for j, e in enumerate(eps)}
-            att["figures"]["rank_hist"] = str(F.rank_histogram(att["top1_rank"], figdir / f"{slug}_{label}_ranks.png",
-                                                               f"{label}: adversarial rank of the clean top-1").relative_to(out))
-            clean_ent = np.array([r["clean_entropy"] for r in recs])
-            adv_ent = {f"eps={e:g}": np.array([r["adv"][j]["entropy"] for r in recs]) for j, e in enumerate(eps)}
-            names = class_names or [str(k) for k in range(max(r["label"] for r in recs) + 1)]
-            att["figures"]["entropy_hist"] = str(F.entropy_histograms(
-                clean_ent, adv_ent, math.log(len(names)), figdir / f"{slug}_{label}_entropy.png").relative_to(out))
-            if class_names:
-                per_class = group_robustness(recs, class_names, fi)
-                per_make = group_robustness(recs, [make_of(n) for n in class_names], fi)
-                robust_first = sorted(per_class, key=lambda r: (-r["robust_acc"], -r["images"], r["group"]))
-                att["per_class"] = {"most_fragile": per_class[:10], "most_robust": robust_first[:10]}
-                att["per_make"] = per_make
-                att["flips"] = flips(recs, class_names, fi)
-            att["figures"]["panels"] = []
-            for p in a.get("figures", []):
-                p = Path(a["_dir"]) / p
-                wanted = panels == "all" or (panels == "extremes" and "_extremes_" in p.name)
-                if "panel_" in p.name and wanted and p.is_file():
-                    dest = figdir / f"{slug}_{label}_{Path(p).name}"
-                    rio.write_bytes(dest, Path(p).read_bytes())
-                    att["figures"]["panels"].append(str(dest.relative_to(out)))
-            entry["attacks"].append(att)
+        entry, model_curves = _model_entry(m, f"m{i + 1}", out, panels)
         if model_curves:
-            entry["figures"]["robustness_curves"] = str(F.robustness_curves(
-                {k: v for k, v in model_curves.items()}, figdir / f"{slug}_robustness.png",
-                f"{entry['name']}: robust accuracy vs eps").relative_to(out))
             curves[entry["name"]] = model_curves
-        if biggest is not None and class_names:
-            cm = confusion(_records(biggest), len(class_names))
-            entry["figures"]["confusion"] = str(F.confusion_heatmap(cm, figdir / f"{slug}_confusion.png",
-                                                                    f"{entry['name']}: clean confusion matrix").relative_to(out))
         report["models"].append(entry)
     if len(report["models"]) > 1:
         overlay = {f"{name} · {label}": pts for name, mc in curves.items() for label, pts in mc.items()}
-        report["comparison_figure"] = str(F.robustness_curves(overlay, figdir / "comparison_robustness.png",
-                                                              "Robust accuracy vs eps, all models").relative_to(out))
+        report["comparison_figure"] = _rel(F.robustness_curves(overlay, out / "figures" / "comparison_robustness.png",
+                                                               "Robust accuracy vs eps, all models"), out)
     report["comparison"] = comparison_rows(report["models"])
     report["failed_checks"] = [{"model": m["name"], "attack": a["label"], **c} for m in report["models"]
                                for a in m["attacks"] for c in a["checks"] if not c["ok"]]
@@ -265,6 +253,90 @@ def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robus
     rio.write_text(out / "report.md", render_markdown(report))
     rio.write_text(out / "index.html", render_html(report))
     return report
+
+
+def _rel(path: Path | str, out: Path) -> str:
+    return str(Path(path).relative_to(out))
+
+
+def _model_entry(m: ModelResults, slug: str, out: Path, panels: str
+                 ) -> tuple[dict[str, Any], dict[str, list[tuple[float, float]]]]:
+    """One model's section: metrics, learning curves, confusion matrix and every attack."""
+    from . import figures as F
+
+    figdir = out / "figures"
+    entry: dict[str, Any] = {
+        "id": slug, "name": model_name(m), "checkpoint": str(m.checkpoint),
+        "checkpoint_sha256": sha256_file(m.checkpoint),
+        "config": m.config, "metrics": m.metrics, "commands": m.metrics.get("commands", []), "figures": {},
+        "attacks": [],
+    }
+    fingerprints = [a.meta["data"]["fingerprint"] for a in m.attacks if "fingerprint" in a.meta["data"]]
+    if fingerprints:
+        entry["dataset"] = fingerprints[0]
+    elif m.config.get("data"):
+        entry["dataset"] = dataset_fingerprint(m.config["data"], seed=m.config.get("seed", 0))
+    if m.history:
+        entry["history"] = m.history
+        curves_png = F.learning_curves(m.history, figdir / f"{slug}_learning_curves.png")
+        entry["figures"]["learning_curves"] = _rel(curves_png, out)
+    class_names = _class_names(m)
+    model_curves: dict[str, list[tuple[float, float]]] = {}
+    used: set[str] = set()
+    for a in m.attacks:
+        label = _label(a)
+        if label in used:  # e.g. attack-fgsm/ and suite-gradient/fgsm/ of the same model
+            label = f"{a.dir.parent.name}-{label}"
+        used.add(label)
+        att = _attack_entry(a, label, slug, class_names, out, panels)
+        model_curves[label] = [(r["eps"], r["accuracy"]) for r in att["rows"][1:]]
+        entry["attacks"].append(att)
+    if model_curves:
+        entry["figures"]["robustness_curves"] = _rel(F.robustness_curves(
+            model_curves, figdir / f"{slug}_robustness.png", f"{entry['name']}: robust accuracy vs eps"), out)
+    # the attack over the most images carries the clean predictions used for the confusion matrix
+    biggest = max(m.attacks, key=lambda a: a.images, default=None)
+    if biggest is not None and class_names:
+        cm = confusion(biggest.records, len(class_names))
+        entry["figures"]["confusion"] = _rel(F.confusion_heatmap(cm, figdir / f"{slug}_confusion.png",
+                                                                 f"{entry['name']}: clean confusion matrix"), out)
+    return entry, model_curves
+
+
+def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str] | None, out: Path, panels: str
+                  ) -> dict[str, Any]:
+    from . import figures as F
+
+    figdir = out / "figures"
+    recs, meta, eps = a.records, a.meta, a.eps
+    att = {"label": label, "attack": a.attack, "norm": a.norm, "images": a.images, "split": meta["data"]["split"],
+           "command": meta.get("command", ""), "params": meta["threat_model"].get("params", {}), "rows": meta["rows"],
+           "checks": meta.get("checks", []), "cost": meta.get("cost", {}), "dir": str(a.dir), "figures": {}}
+    fi = _focus_eps_index(eps)
+    att["focus_eps"] = eps[fi]
+    att["top1_rank"] = {str(e): top1_rank_distribution(recs, j) for j, e in enumerate(eps)}
+    att["figures"]["rank_hist"] = _rel(F.rank_histogram(att["top1_rank"], figdir / f"{slug}_{label}_ranks.png",
+                                                        f"{label}: adversarial rank of the clean top-1"), out)
+    clean_ent = np.array([r["clean_entropy"] for r in recs])
+    adv_ent = {f"eps={e:g}": np.array([r["adv"][j]["entropy"] for r in recs]) for j, e in enumerate(eps)}
+    n_classes = len(class_names) if class_names else max(r["label"] for r in recs) + 1
+    att["figures"]["entropy_hist"] = _rel(F.entropy_histograms(
+        clean_ent, adv_ent, math.log(n_classes), figdir / f"{slug}_{label}_entropy.png"), out)
+    if class_names:
+        per_class = group_robustness(recs, class_names, fi)
+        robust_first = sorted(per_class, key=lambda r: (-r["robust_acc"], -r["images"], r["group"]))
+        att["per_class"] = {"most_fragile": per_class[:10], "most_robust": robust_first[:10]}
+        att["per_make"] = group_robustness(recs, [make_of(n) for n in class_names], fi)
+        att["flips"] = flips(recs, class_names, fi)
+    att["figures"]["panels"] = []
+    for p in meta.get("figures", []):
+        p = a.dir / p
+        wanted = panels == "all" or (panels == "extremes" and "_extremes_" in p.name)
+        if "panel_" in p.name and wanted and p.is_file():
+            dest = figdir / f"{slug}_{label}_{p.name}"
+            rio.write_bytes(dest, p.read_bytes())
+            att["figures"]["panels"].append(_rel(dest, out))
+    return att
 
 
 def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -287,8 +359,8 @@ def _f(x: Any, d: int = 3) -> str:
 
 
 def _attack_table(a: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["input", "eps", "accuracy", "macro-F1", "entropy (nats) mean ± std", "success rate", "clean top-1 rank mean / median",
-            "top-1 left top-3", "L∞ max", "L2 mean"]
+    head = ["input", "eps", "accuracy", "macro-F1", "entropy (nats) mean ± std", "success rate",
+            "clean top-1 rank mean / median", "top-1 left top-3", "L∞ max", "L2 mean"]
     body = []
     for r in a["rows"]:
         clean = r["attack"] == "clean"
@@ -316,12 +388,13 @@ def _sections(report: dict[str, Any]):
     """Yield (kind, payload) blocks shared by the Markdown and HTML renderers."""
     rep = report["reproducibility"]
     yield "h1", report["title"]
-    yield "p", f"Created {report['created']} by robustcars {rep['robustcars_version']} (git {rep['git_commit'] or 'unknown'})."
+    yield "p", (f"Created {report['created']} by robustcars {rep['robustcars_version']} "
+                f"(git {rep['git_commit'] or 'unknown'}).")
     if report["failed_checks"]:
         yield "h2", "⚠ Sanity checks that failed"
         yield "table", (["model", "attack", "check", "what it suggests"],
-                        [[c["model"], c["attack"], c["name"] + (f" = {c['value']:.3f}" if "value" in c else ""), c["explain"]]
-                         for c in report["failed_checks"]])
+                        [[c["model"], c["attack"], c["name"] + (f" = {c['value']:.3f}" if "value" in c else ""),
+                          c["explain"]] for c in report["failed_checks"]])
     if len(report["models"]) > 1:
         yield "h2", "Comparison"
         keys = list(dict.fromkeys(k for r in report["comparison"] for k in r))
@@ -331,10 +404,11 @@ def _sections(report: dict[str, Any]):
     for m in report["models"]:
         yield "h2", f"Model: {m['name']}"
         met = m["metrics"]
-        yield "table", (["checkpoint", "sha256", "weights", "frozen", "best epoch", "clean test accuracy", "clean test macro-F1"],
+        yield "table", (["checkpoint", "sha256", "weights", "frozen", "best epoch", "clean test accuracy",
+                         "clean test macro-F1"],
                         [[m["checkpoint"], (m["checkpoint_sha256"] or "–")[:16], str(m["config"].get("weights", "–")),
-                          ", ".join(met.get("frozen", [])) or "none", _f(met.get("best_epoch")), _f(met.get("test_acc"), 4),
-                          _f(met.get("test_f1"), 4)]])
+                          ", ".join(met.get("frozen", [])) or "none", _f(met.get("best_epoch")),
+                          _f(met.get("test_acc"), 4), _f(met.get("test_f1"), 4)]])
         for key in ("learning_curves", "confusion", "robustness_curves"):
             if key in m["figures"]:
                 yield "img", m["figures"][key]
@@ -353,10 +427,11 @@ def _sections(report: dict[str, Any]):
                 yield "h4", f"Most robust classes at eps {a['focus_eps']:g}"
                 yield "table", _group_table(a["per_class"]["most_robust"])
                 f = a["flips"]
-                yield "p", (f"{f['fooled']} clean-correct images were fooled; {_f(f['same_make_share'])} of the flips stay "
-                            "within the same make.")
+                yield "p", (f"{f['fooled']} clean-correct images were fooled; {_f(f['same_make_share'])} of the "
+                            "flips stay within the same make.")
                 yield "table", (["true class", "adversarial class", "count", "same make"],
-                                [[t["true"], t["adversarial"], str(t["count"]), "yes" if t["same_make"] else "no"] for t in f["top"]])
+                                [[t["true"], t["adversarial"], str(t["count"]), "yes" if t["same_make"] else "no"]
+                                 for t in f["top"]])
             for c in a["checks"]:
                 yield "p", f"check {c['name']}: {'ok' if c['ok'] else 'FAILED — ' + c['explain']}"
     yield "h2", "Reproducibility"
@@ -389,26 +464,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.8em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.5em 0;border:1px solid #eee}
-h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}.warn{background:#fee}"""
-
-
 def render_html(report: dict[str, Any]) -> str:
-    e = html.escape
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(report['title'])}</title>"
-             f"<style>{CSS}</style></head><body>"]
-    for kind, payload in _sections(report):
-        if kind in ("h1", "h2", "h3", "h4"):
-            parts.append(f"<{kind}>{e(payload)}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{e(payload)}</p>")
-        elif kind == "table":
-            head, body = payload
-            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
-                         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>")
-        elif kind == "img":
-            parts.append(f"<a href='{e(payload)}'><img src='{e(payload)}' alt='{e(Path(payload).stem)}'></a>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    """The static page, rendered by the Jinja2 template ``templates/report.html.j2`` (autoescape on)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("robustcars", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(title=report["title"], sections=list(_sections(report)),
+                                                     stem=lambda p: Path(p).stem)

@@ -22,19 +22,20 @@ Everything is validated before any work starts.
 
 from __future__ import annotations
 
-import json
-import math
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .attacks import check_eps, get_attack
-from .errors import ConfigError
+from .checks import min_norm_checks, min_norms_by_path, suite_checks
+from .errors import ConfigError, RobustcarsError
+from .registry import attack_spec, check_eps, validate_params
 
 RESERVED = {"name", "eps", "label", "max_images"}
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+__all__ = ["Suite", "SuiteEntry", "load_suite", "min_norm_checks", "run_suite", "suite_checks"]
 
 
 @dataclass
@@ -54,108 +55,51 @@ class Suite:
     path: str
 
 
+def _entry(path: Path, i: int, item: Any, default_limit: Any) -> SuiteEntry:
+    where = f"{path}: attack #{i}"
+    if not isinstance(item, dict) or "name" not in item or "eps" not in item:
+        raise ConfigError(f"{where} needs 'name' and 'eps'")
+    params = {k: v for k, v in item.items() if k not in RESERVED}
+    try:
+        attack_spec(item["name"])
+        validate_params(item["name"], params)
+        eps = sorted(set(check_eps(item["eps"])))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    label = item.get("label", item["name"])
+    if not isinstance(label, str) or not _LABEL.match(label):
+        raise ConfigError(f"{where}: label must be a folder name of letters, digits, '_', '-', '.', got {label!r}")
+    limit = item.get("max_images", default_limit)
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"{where}: max_images must be an integer >= 1, got {limit!r}")
+    return SuiteEntry(item["name"], eps, label, params, limit)
+
+
 def load_suite(path: str | Path) -> Suite:
-    """Parse and validate a suite file.
+    """Parse and validate a whole suite file before anything runs.
 
     Raises:
-        ConfigError: missing file, TOML syntax, unknown attack, bad parameters, eps outside [0, 1],
-            duplicate labels.
+        ConfigError: missing file, TOML syntax, unknown attack or parameter, a parameter of the wrong type or
+            range, eps not numbers in [0, 1], a bad label or max_images, duplicate labels.
     """
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"suite file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read suite file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     items = doc.get("attack")
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{path}: no [[attack]] entries")
-    entries, labels = [], set()
-    for i, item in enumerate(items, 1):
-        if "name" not in item or "eps" not in item:
-            raise ConfigError(f"{path}: attack #{i} needs 'name' and 'eps'")
-        params = {k: v for k, v in item.items() if k not in RESERVED}
-        try:
-            get_attack(item["name"], **params)
-            eps = sorted(set(check_eps(item["eps"] if isinstance(item["eps"], list) else [item["eps"]])))
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: attack #{i}: {exc}") from None
-        label = str(item.get("label", item["name"]))
-        if label in labels:
-            raise ConfigError(f"{path}: label {label!r} used twice; give each entry a distinct 'label'")
-        labels.add(label)
-        limit = item.get("max_images", doc.get("max_images"))
-        entries.append(SuiteEntry(item["name"], eps, label, params, int(limit) if limit else None))
+    entries = [_entry(path, i, item, doc.get("max_images")) for i, item in enumerate(items, 1)]
+    labels = [e.label for e in entries]
+    dup = next((x for x in labels if labels.count(x) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"{path}: label {dup!r} used twice; give each entry a distinct 'label'")
     return Suite(str(doc.get("name", path.stem)), str(doc.get("description", "")), entries, str(path))
-
-
-def suite_checks(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cross-attack checks: PGD must be no weaker than FGSM at the same eps on the same images."""
-    checks = []
-    by_attack: dict[str, dict[float, float]] = {}
-    images: dict[str, int] = {}
-    for res in results.values():
-        for row in res["rows"][1:]:
-            by_attack.setdefault(row["attack"], {})[row["eps"]] = row["accuracy"]
-            images[row["attack"]] = row["images"]
-    for strong in ("pgd", "bim", "mifgsm"):
-        if strong in by_attack and "fgsm" in by_attack and images[strong] == images["fgsm"]:
-            common = sorted(set(by_attack[strong]) & set(by_attack["fgsm"]))
-            worse = [e for e in common if by_attack[strong][e] > by_attack["fgsm"][e] + 1e-12]
-            checks.append({"name": f"{strong}_no_weaker_than_fgsm", "ok": not worse, "eps": worse,
-                           "explain": f"{strong} left more images correct than FGSM at eps {worse}: too few steps, "
-                                      "too small a step size, or gradient masking"})
-    return checks
-
-
-# minimum-norm attacks whose objective is the norm they report (EAD minimizes an elastic-net mix: left out)
-_MIN_NORM_COMPARABLE = {"deepfool": "l2", "cw_l2": "l2", "hsj": "l2", "deepfool_linf": "linf"}
-
-
-def min_norm_checks(norms: dict[str, tuple[str, dict[str, float]]], min_shared: int = 10, ratio: float = 1.5
-                    ) -> list[dict[str, Any]]:
-    """Cross-attack check for minimum-norm attacks (Carlini et al. 2019, §4: compare attacks on the same inputs).
-
-    Args:
-        norms: label -> (attack name, {image path: minimal norm of a clean-correct image, ``inf`` = not found}).
-        min_shared: fewest shared images for a comparison.
-        ratio: flag when the median over shared images of ``norm_a / norm_b`` exceeds this.
-
-    Returns:
-        One check per pair of attacks minimizing the same norm: ok when neither attack's minimal norms are,
-        image by image, ``ratio`` times the other's — a larger factor means the weaker attack is
-        under-optimized (too few steps, too large a step size, too few binary-search steps) and its robust
-        accuracy overstates robustness.
-    """
-    checks = []
-    labels = [k for k, (name, _) in norms.items() if name in _MIN_NORM_COMPARABLE]
-    for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
-            (na, da), (nb, db) = norms[a], norms[b]
-            if _MIN_NORM_COMPARABLE[na] != _MIN_NORM_COMPARABLE[nb]:
-                continue
-            shared = [k for k in da.keys() & db.keys() if 0 < da[k] < math.inf and 0 < db[k] < math.inf]
-            if len(shared) < min_shared:
-                continue
-            r = float(np.median([da[k] / db[k] for k in shared]))
-            weak, strong, factor = (a, b, r) if r >= 1 else (b, a, 1 / r)
-            checks.append({"name": "min_norm_attacks_agree", "ok": factor <= ratio, "value": factor,
-                           "pair": [weak, strong], "images": len(shared),
-                           "explain": f"{weak}'s minimal norms are {factor:.2f}x {strong}'s on the same {len(shared)} "
-                                      f"images (median ratio): {weak} is under-optimized — more steps, a smaller "
-                                      "step size or more binary-search steps"})
-    return checks
-
-
-def _min_norms_by_path(folder: Path) -> dict[str, float]:
-    out = {}
-    with open(folder / "records.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            if r["clean_pred"] == r["label"]:
-                out[r["path"]] = math.inf if r["min_norm"] is None else float(r["min_norm"])
-    return out
 
 
 def entry_config(base, entry: SuiteEntry, out: Path):
@@ -164,38 +108,78 @@ def entry_config(base, entry: SuiteEntry, out: Path):
                    out=str(out / entry.label), max_images=entry.max_images or base.max_images)
 
 
+def _precheck(configs: list, labels: list[str], resume: bool) -> None:
+    """Everything that could stop the suite half-way is checked before its first attack: each entry against
+    the run and data (targets, classes, folders), and the resume rules of each entry folder."""
+    from .attack_state import ResumeState
+    from .runner import prepare
+
+    for label, cfg in zip(labels, configs):
+        try:
+            prepare(cfg)
+            out = Path(cfg.out)
+            if (out / "records.jsonl").exists() or any(out.glob("records.rank*.jsonl")):
+                if not resume:
+                    raise ConfigError(f"{out} already holds attack records; pass --resume to continue the suite "
+                                      "or choose another --out")
+                state = ResumeState.load(out)
+                if state is None or state.fingerprint != cfg.fingerprint():
+                    raise ConfigError(f"{out} holds results of a different configuration (the entry changed since "
+                                      "it ran); give the changed entry a new label")
+        except RobustcarsError as exc:
+            raise type(exc)(f"suite entry {label!r}: {exc}") from None
+
+
 def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, command: str = "") -> dict[str, Any]:
-    """Run every entry of ``suite`` with :func:`robustcars.runner.run_attack` into ``base.out/<label>``
-    and write ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them."""
+    """Run every entry of ``suite`` with :func:`robustcars.runner.run_attack` into ``base.out/<label>`` and write
+    ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them.
+
+    With ``resume``, finished entries whose configuration did not change are reused as they are (not
+    rewritten), interrupted ones continue, new ones run.
+    """
+    from . import distributed as D
     from . import io as rio
+    from .lock import process_lock
+    from .results import load_attack
     from .runner import SCHEMA_VERSION, run_attack
+    from .runtime import resolve_device
 
     out = Path(base.out)
     configs = [entry_config(base, e, out) for e in suite.entries]
-    for c in configs:  # validate everything before any work
+    for c in configs:
         c.validate()
-    results = {}
-    for entry, cfg in zip(suite.entries, configs):
-        results[entry.label] = run_attack(cfg, resume=resume or False, reporter=reporter, command=command)
-    if not all(results.values()):  # a non-zero torchrun rank: rank 0 writes the summary
-        return {}
+    _precheck(configs, [e.label for e in suite.entries], resume)
+    d, _ = D.init(resolve_device(base.device))
+    with process_lock(out, d):
+        results = {}
+        for entry, cfg in zip(suite.entries, configs):
+            results[entry.label] = run_attack(cfg, resume=resume, reporter=reporter, command=command)
+        if not all(results.values()):  # a non-zero torchrun rank: rank 0 writes the summary
+            return {}
+        summary = _summary(suite, results, out, command, SCHEMA_VERSION, load_attack)
+        rio.write_json(out / "suite.json", summary)
+        rio.write_csv(out / "suite.csv", summary["rows"])
+    return summary
+
+
+def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, command: str, schema: int,
+             load_attack) -> dict[str, Any]:
     first = results[suite.entries[0].label]
     rows = [first["rows"][0]]  # clean row once for the images most entries share
     for label, res in results.items():
         if res["data"]["images"] != first["data"]["images"]:  # e.g. C&W on a subset: its own clean row
             rows.append({**res["rows"][0], "label": label})
         rows += [{**r, "label": label} for r in res["rows"][1:]]
-    summary = {
-        "schema_version": SCHEMA_VERSION, "kind": "robustcars-suite", "suite": suite.name, "command": command,
-        "description": suite.description, "suite_file": suite.path, "results": {k: str(out / k / "attack.json") for k in results},
-        "rows": rows, "checks": suite_checks(results) + min_norm_checks(
-            {label: (res["config"]["attack"], _min_norms_by_path(out / label))
-             for label, res in results.items() if "min_norms" in res})
+    min_norms = {label: (res["config"]["attack"], min_norms_by_path(load_attack(out / label).records))
+                 for label, res in results.items() if "min_norms" in res}
+    return {
+        "schema_version": schema, "kind": "robustcars-suite", "suite": suite.name, "command": command,
+        "description": suite.description, "suite_file": suite.path,
+        "results": {k: str(out / k / "attack.json") for k in results},
+        "rows": rows,
+        "checks": suite_checks(results) + min_norm_checks(min_norms)
         + [dict(c, attack=label) for label, res in results.items() for c in res["checks"]],
         "run": first["run"], "data": first["data"],
         "cost": {label: res["cost"] for label, res in results.items()},
         "min_norms": {label: res["min_norms"] for label, res in results.items() if "min_norms" in res},
     }
-    rio.write_json(out / "suite.json", summary)
-    rio.write_csv(out / "suite.csv", rows)
-    return summary

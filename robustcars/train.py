@@ -27,6 +27,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import CarsData, CarsDataset, build_transform, limit_per_class, load_cars
 from .errors import CheckpointError, ConfigError
+from .lock import process_lock
 from .metrics import accuracy, macro_f1
 from .models import build_model, count_parameters, freeze, set_train_mode
 from .runtime import library_versions, resolve_device
@@ -57,7 +58,10 @@ def make_loader(dataset: CarsDataset, batch_size: int, *, shuffle: bool, workers
         sampler=sampler,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
+        # Training workers start afresh each epoch: their seeds (hence every augmentation) then come from the
+        # loader's generator, which fit() reseeds from (seed, epoch) — so a resumed run is bit-identical to an
+        # uninterrupted one. Persistent workers would carry their RNG state across epochs instead.
+        persistent_workers=workers > 0 and not shuffle,
         generator=torch.Generator().manual_seed(seed) if shuffle and sampler is None else None,
         # training drops an incomplete last batch (a batch of one breaks BatchNorm); evaluation keeps all
         drop_last=shuffle and share >= batch_size,
@@ -195,30 +199,55 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
     Raises:
         ConfigError, DataError, CheckpointError, StorageError: as their messages say.
     """
-    rep = reporter or Reporter()
+    from . import distributed as D
+
     out = Path(cfg.out)
-    last_path = out / "last.pt"
-    state: dict[str, Any] | None = None
-    if resume:
-        if not last_path.is_file():
-            raise CheckpointError(f"nothing to resume: {last_path} does not exist")
-        state = read_checkpoint(last_path)
+    state = _resume_state(out, resume)
+    if state:
         device_name = cfg.device
         cfg = TrainConfig.from_dict(state["config"])
         cfg.device = device_name
-    elif last_path.exists() or (out / "best.pt").exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     cfg.validate()
+    data = load_cars(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, crop_to_bbox=cfg.crop_to_bbox)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, len(data.classes), weights="none" if state else cfg.weights)
+    d, device = D.init(resolve_device(cfg.device))
+    with process_lock(out, d):  # only now is anything written
+        if not resume:
+            _resume_state(out, False)  # again under the lock: another run may have started meanwhile
+        return _fit(cfg, state, data, model, d, device, reporter or Reporter(), command)
+
+
+def _resume_state(out: Path, resume: bool) -> dict[str, Any] | None:
+    """The state to continue from (``resume``), or None for a new run; refuses what would lose data.
+
+    Raises:
+        ConfigError: a new run into a folder that holds one, or a resume with nothing resumable (the
+            message says what is there and what to do).
+        CheckpointError: last.pt is unreadable.
+    """
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if last_path.is_file():
+        if not resume:
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        return read_checkpoint(last_path)
+    if best_path.exists():
+        raise ConfigError(f"{out} holds best.pt but no resumable state (last.pt is missing: its write failed or the "
+                          "run was stopped before it); it cannot be continued — choose another --out or delete it")
+    if resume:
+        raise CheckpointError(f"nothing to resume: {last_path} does not exist (no epoch of this run finished)")
+    return None
+
+
+def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: nn.Sequential, d,
+         device: torch.device, rep: Reporter, command: str) -> FitResult:
     from . import distributed as D
 
-    d, device = D.init(resolve_device(cfg.device))
-    torch.manual_seed(cfg.seed)
-
-    data = load_cars(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, crop_to_bbox=cfg.crop_to_bbox)
+    out = Path(cfg.out)
+    last_path = out / "last.pt"
     train_samples = data.split("train")
     if cfg.limit_per_class:
         train_samples = limit_per_class(train_samples, cfg.limit_per_class)
-    model = build_model(cfg.arch, len(data.classes), weights="none" if state else cfg.weights)
     frozen = freeze(model, cfg.freeze)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -296,8 +325,21 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
         D.barrier(d)
         rep.epoch(row, improved)
 
+    seconds = time.perf_counter() - t0 + (sum(h["seconds"] for h in history[: start_epoch - 1]) if state else 0.0)
+    commands = (list(state.get("commands", [])) if state else []) + ([command] if command else [])
+    summary = {"commands": commands, "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen,
+               "best_epoch": best_epoch, "best_val_f1": best_f1, "epochs_run": len(history),
+               "stopped_early": stopped_early, "train_seconds": round(sum(h["seconds"] for h in history), 1)}
+    test = _finish_run(cfg, data, model, history, summary, eval_tf, d, device, rep)
+    return FitResult(out, history, best_epoch, best_f1, test, stopped_early, seconds)
+
+
+def _finish_run(cfg: TrainConfig, data: CarsData, model: nn.Module, history: list[dict[str, float]],
+                summary: dict[str, Any], eval_tf, d, device: torch.device, rep: Reporter) -> dict[str, Any] | None:
+    """Learning curves, the test metrics of best.pt, and metrics.json (main process)."""
     from .figures import learning_curves
 
+    out = Path(cfg.out)
     if d.is_main:
         learning_curves(history, out / "learning_curves.png")
     test = None
@@ -309,16 +351,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
         te = evaluate(model, test_loader, device, on_batch=rep.phase("test (best model)", len(data.split("test"))))
         rep.end_phase()
         test = {"test_acc": te["acc"], "test_f1": te["f1"], "test_loss": te["loss"], "test_images": len(te["label"])}
-    seconds = time.perf_counter() - t0 + (sum(h["seconds"] for h in history[: start_epoch - 1]) if state else 0.0)
-    commands = list(state.get("commands", [])) if state else []
-    if command:
-        commands.append(command)
-    metrics = {"commands": commands, "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "best_epoch": best_epoch,
-               "best_val_f1": best_f1, "epochs_run": len(history), "stopped_early": stopped_early,
-               "train_seconds": round(sum(h["seconds"] for h in history), 1), **(test or {})}
     if d.is_main:
-        rio.write_json(out / "metrics.json", metrics)
-    return FitResult(out, history, best_epoch, best_f1, test, stopped_early, seconds)
+        rio.write_json(out / "metrics.json", {**summary, **(test or {})})
+    return test
 
 
 def history_arrays(history: list[dict[str, float]]) -> dict[str, np.ndarray]:

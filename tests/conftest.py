@@ -20,7 +20,8 @@ def make_image(path: Path, color: tuple[int, int, int], rng: np.random.Generator
     Image.fromarray(arr).save(path, quality=95)
 
 
-def make_folder_dataset(root: Path, classes: int = 3, per_split=(6, 3, 3), with_val: bool = True, seed: int = 0) -> Path:
+def make_folder_dataset(root: Path, classes: int = 3, per_split=(6, 3, 3), with_val: bool = True, seed: int = 0
+                        ) -> Path:
     rng = np.random.default_rng(seed)
     splits = ("train", "val", "test") if with_val else ("train", "test")
     counts = dict(zip(("train", "val", "test"), per_split))

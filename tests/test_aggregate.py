@@ -62,7 +62,8 @@ def test_extreme_images():
     def r(i, label, clean, rank, ent, p_clean, adv_top, p_adv):
         return {"index": i, "label": label, "clean_pred": clean, "clean_top3": [clean, 9, 8], "clean_entropy": 1.0,
                 "clean_top3_prob": [p_clean, 0.1, 0.1],
-                "adv": [{"clean_top3_rank": [rank, 2, 3], "entropy": ent, "top3": [adv_top, 9, 8], "top3_prob": [p_adv, .1, .1]}]}
+                "adv": [{"clean_top3_rank": [rank, 2, 3], "entropy": ent, "top3": [adv_top, 9, 8],
+                         "top3_prob": [p_adv, .1, .1]}]}
 
     recs = [r(0, 1, 1, 40, 2.0, 0.9, 5, 0.5),  # fell to rank 40
             r(1, 1, 1, 40, 3.0, 0.9, 5, 0.5),  # same fall, larger entropy rise: first

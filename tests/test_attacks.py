@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustcars.attacks import FGSM, attack_names, fgsm, fgsm_sweep, get_attack, project, register
+from robustcars.attacks import FGSM, attack_names, fgsm, fgsm_sweep, get_attack, project
 from robustcars.errors import ConfigError
+from robustcars.registry import ATTACKS, register_attack
 
 
 def linear_model(k: int = 2, shape=(3, 4, 4), seed: int = 0) -> nn.Module:
@@ -102,7 +103,7 @@ def test_fgsm_lowers_accuracy_of_a_fitted_linear_model():
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_eps_out_of_range_is_rejected(bad):
     model = tiny_cnn().eval()
-    with pytest.raises(ConfigError, match=r"eps must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"eps must be a number in \[0, 1\]"):
         FGSM()(model, torch.rand(1, 3, 8, 8), torch.tensor([0]), [bad])
 
 
@@ -116,7 +117,7 @@ def test_registry_lists_choices_and_refuses_duplicates():
     with pytest.raises(ConfigError, match="choose one of: .*fgsm"):
         get_attack("fgsmm")
     with pytest.raises(ValueError, match="already registered"):
-        register("fgsm", FGSM)
+        register_attack(ATTACKS["fgsm"])
 
 
 def test_project_l2_and_linf():

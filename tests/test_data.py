@@ -1,6 +1,5 @@
 import io
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +47,7 @@ def test_images_are_float_in_unit_range(tiny_data):
     (lambda root: None, "data folder not found"),
     (lambda root: root.mkdir(), "no Stanford Cars layout found"),
     (lambda root: (root / "train").mkdir(parents=True), "no class folders"),
-    (lambda root: (root / "train" / "A").mkdir(parents=True), "no images found"),
+    (lambda root: (root / "train" / "A").mkdir(parents=True), r"train/A holds no images \(empty\)"),
 ])
 def test_bad_folders_give_clear_errors(tmp_path, setup, message):
     root = tmp_path / "data"

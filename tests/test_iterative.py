@@ -14,7 +14,8 @@ def fitted_cnn(k=4, seed=0):
     """A tiny CNN trained for a few steps on separable colour blobs, so its predictions mean something."""
     g = torch.Generator().manual_seed(seed)
     model = tiny_cnn(k)
-    x = (torch.rand(64, 3, 8, 8, generator=g) * 0.4 + torch.linspace(0.1, 0.5, k).repeat(16).view(-1, 1, 1, 1)).clamp(0, 1)
+    shift = torch.linspace(0.1, 0.5, k).repeat(16).view(-1, 1, 1, 1)
+    x = (torch.rand(64, 3, 8, 8, generator=g) * 0.4 + shift).clamp(0, 1)
     y = torch.arange(k).repeat(16)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(60):
@@ -149,7 +150,8 @@ def test_fooled_images_are_not_attacked_further_and_restarts_skip_them():
     assert all(torch.equal(a, x) for a in out.adv)
 
 
-@pytest.mark.parametrize("bad", [dict(steps=0), dict(restarts=0), dict(alpha=-1.0), dict(stepz=3), dict(early_stop="yes")])
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"restarts": 0}, {"alpha": -1.0}, {"stepz": 3}, {"early_stop": "yes"},
+                                 {"steps": 2.5}, {"alpha": float("nan")}, {"target": "x"}])
 def test_bad_parameters_are_rejected(bad):
     with pytest.raises(ConfigError):
         get_attack("pgd", **bad)

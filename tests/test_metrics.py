@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from robustcars.metrics import (accuracy, attack_success_rate, entropy, macro_f1, mean_std, min_norm_summary,
-                                rank_shift_summary, ranks_of)
+from robustcars.metrics import (
+    accuracy,
+    attack_success_rate,
+    entropy,
+    macro_f1,
+    mean_std,
+    min_norm_summary,
+    rank_shift_summary,
+    ranks_of,
+)
 
 
 def test_entropy_hand_computed():

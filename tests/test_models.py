@@ -1,9 +1,7 @@
 import urllib.error
-from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from robustcars import models
 from robustcars.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint

@@ -115,13 +115,15 @@ def test_page_loads_in_headless_chromium(report_dir, tmp_path):
     r = subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1280,2400", url],
                        capture_output=True, text=True, timeout=120)
     assert shot.is_file() and shot.read_bytes()[:8] == PNG and shot.stat().st_size > 20_000, r.stderr[-2000:]
-    console_errors = [l for l in r.stderr.splitlines() if "CONSOLE" in l and ("Error" in l or "error" in l)]
+    console_errors = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln and ("Error" in ln or "error" in ln)]
     assert not console_errors, console_errors
     # every image the page references loads: the DOM after load has no broken image
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", "--virtual-time-budget=5000",
                           "--run-all-compositor-stages-before-draw", url], capture_output=True, text=True, timeout=120)
     assert "<img" in dom.stdout
-    for src in [s.split("'")[0] for s in dom.stdout.split("src=\"")[1:]] + [s.split("'")[0] for s in dom.stdout.split("src='")[1:]]:
+    srcs = [s.split("'")[0] for s in dom.stdout.split("src=\"")[1:]]
+    srcs += [s.split("'")[0] for s in dom.stdout.split("src='")[1:]]
+    for src in srcs:
         src = src.split('"')[0]
         assert (report_dir / src).is_file(), src
     shutil.copy(shot, report_dir / "screenshot.png")

@@ -17,24 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-
-NORMS = ("linf", "l2")
-
-
-def check_eps(eps: Sequence[float]) -> list[float]:
-    """Validate a list of budgets in [0, 1] pixel scale.
-
-    Raises:
-        ConfigError: empty list, or a value outside [0, 1] (the message names it).
-    """
-    eps = [float(e) for e in eps]
-    if not eps:
-        raise ConfigError("give at least one eps")
-    for e in eps:
-        if not 0.0 <= e <= 1.0 or e != e:
-            raise ConfigError(f"eps must be in [0, 1] (pixel scale), got {e}")
-    return eps
+from ..registry import NORMS, check_eps  # noqa: F401 - re-exported
 
 
 @contextlib.contextmanager

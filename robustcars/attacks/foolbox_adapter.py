@@ -28,17 +28,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import attack_spec, validate_params
 from .base import Attack, AttackOutput
 
-# name -> (foolbox class name, norm, default parameters)
-FOOLBOX_ATTACKS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "deepfool": ("L2DeepFoolAttack", "l2", {"steps": 50, "candidates": 10, "overshoot": 0.02}),
-    "deepfool_linf": ("LinfDeepFoolAttack", "linf", {"steps": 50, "candidates": 10, "overshoot": 0.02}),
-    "cw_l2": ("L2CarliniWagnerAttack", "l2", {"binary_search_steps": 5, "steps": 100, "stepsize": 0.001,
-                                                "initial_const": 0.01}),
-    "ead": ("EADAttack", "l2", {"binary_search_steps": 5, "steps": 100}),
-    "hsj": ("HopSkipJumpAttack", "l2", {"steps": 16, "max_gradient_eval_steps": 1000}),
-}
+# name -> foolbox class; norms, defaults and parameter checks are in robustcars.registry
+FOOLBOX_CLASSES = {"deepfool": "L2DeepFoolAttack", "deepfool_linf": "LinfDeepFoolAttack",
+                   "cw_l2": "L2CarliniWagnerAttack", "ead": "EADAttack", "hsj": "HopSkipJumpAttack"}
 
 
 def _foolbox():
@@ -54,13 +49,9 @@ class FoolboxMinNorm(Attack):
 
     def __init__(self, name: str, **params: Any) -> None:
         fb = _foolbox()
-        cls_name, self.norm, defaults = FOOLBOX_ATTACKS[name]
-        self.name = name
-        self.params = {**defaults, **params}
-        try:
-            self.fb_attack = getattr(fb.attacks, cls_name)(**self.params)
-        except TypeError as exc:
-            raise ConfigError(f"bad parameters for attack {name!r}: {exc}") from None
+        self.name, self.norm = name, attack_spec(name).norm
+        self.params = validate_params(name, params)
+        self.fb_attack = getattr(fb.attacks, FOOLBOX_CLASSES[name])(**self.params)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float]) -> AttackOutput:
         """Run the foolbox attack on the clean-correct images only; see the module docstring.
@@ -100,5 +91,6 @@ class FoolboxMinNorm(Attack):
                             passes=spent / x.shape[0])
 
 
-def factories() -> dict[str, Any]:
-    return {name: (lambda name=name, **p: FoolboxMinNorm(name, **p)) for name in FOOLBOX_ATTACKS}
+def build(name: str, **params: Any) -> FoolboxMinNorm:
+    """The registry's factory for every foolbox attack."""
+    return FoolboxMinNorm(name, **params)

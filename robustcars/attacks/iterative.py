@@ -30,9 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import TARGETS, validate_params
 from .base import Attack, AttackOutput, input_gradient, project
-
-TARGETS = ("least_likely", "runner_up")
 
 
 def _l2_normalize(g: torch.Tensor) -> torch.Tensor:
@@ -157,7 +156,8 @@ def choose_targets(logits: torch.Tensor, target: str | int) -> torch.Tensor:
         return logits.topk(2, dim=1).indices[:, 1]
     if isinstance(target, int) and 0 <= target < logits.shape[1]:
         return torch.full((logits.shape[0],), target, dtype=torch.long, device=logits.device)
-    raise ConfigError(f"target must be one of {', '.join(TARGETS)} or a class index in [0, {logits.shape[1]}), got {target!r}")
+    raise ConfigError(f"target must be one of {', '.join(TARGETS)} or a class index in [0, {logits.shape[1]}), "
+                      f"got {target!r}")
 
 
 class _Iterative(Attack):
@@ -165,27 +165,19 @@ class _Iterative(Attack):
 
     random_start = False
 
-    def __init__(self, steps: int = 10, alpha: float | None = None, rel_alpha: float | None = None,
-                 restarts: int = 1, target: str | int | None = None, early_stop: bool = False, seed: int = 0) -> None:
-        if steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {steps}")
-        if restarts < 1:
-            raise ConfigError(f"restarts must be >= 1, got {restarts}")
-        if alpha is not None and alpha <= 0:
-            raise ConfigError(f"alpha must be > 0, got {alpha}")
-        if not isinstance(early_stop, bool):
-            raise ConfigError(f"early_stop must be true or false, got {early_stop!r}")
-        self.steps, self.alpha, self.rel_alpha, self.restarts, self.target, self.early_stop, self.seed = (
-            steps, alpha, rel_alpha, restarts, target, early_stop, seed)
+    def __init__(self, steps: int = 10, alpha: float | None = None, restarts: int = 1,
+                 target: str | int | None = None, early_stop: bool = False, seed: int = 0) -> None:
+        v = validate_params(self.name, {"steps": steps, "alpha": alpha, "restarts": restarts, "target": target,
+                                        "early_stop": early_stop, "seed": seed})  # raises ConfigError
+        self.steps, self.alpha, self.restarts, self.target, self.early_stop, self.seed = (
+            v["steps"], v["alpha"], v["restarts"], v["target"], v["early_stop"], v["seed"])
 
     @property
     def targeted(self) -> bool:
         return self.target is not None
 
     def step_size(self, eps: float) -> float | None:
-        if self.alpha is not None:
-            return self.alpha
-        return None if self.rel_alpha is None else self.rel_alpha * eps
+        return self.alpha
 
     def core(self, model, x, y, eps, generator) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         """One run at one eps: ``(x_adv, forward+backward passes summed over images, start logits)``."""
@@ -240,7 +232,7 @@ class PGDLinf(_Iterative):
 
     def __init__(self, *args, random_start: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.random_start = random_start
+        self.random_start = validate_params(self.name, {"random_start": random_start})["random_start"]
 
     def core(self, model, x, y, eps, generator):
         return pgd_run(model, x, y, eps=eps, norm=self.norm, steps=self.steps, alpha=self.step_size(eps),
@@ -261,7 +253,7 @@ class MIFGSM(_Iterative):
 
     def __init__(self, *args, decay: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.decay = decay
+        self.decay = validate_params(self.name, {"decay": decay})["decay"]
 
     def core(self, model, x, y, eps, generator):
         return mi_fgsm_run(model, x, y, eps=eps, steps=self.steps, decay=self.decay, alpha=self.step_size(eps),

@@ -1,0 +1,56 @@
+"""The figures of one attack folder, drawn from its records and the images kept during the scoring pass
+(:class:`robustcars.attack_state.KeptImages`): nothing is attacked again, so every panel shows the very
+adversarial images whose numbers are in ``records.jsonl``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .aggregate import extreme_images
+from .attack_state import KeptImages
+from .config import AttackConfig
+
+
+def _panel_row(entry: dict[str, Any], j: int, adv_index: int) -> dict[str, Any]:
+    rec = entry["record"]
+    a = rec["adv"][j]
+    return {"image": entry["image"].numpy(), "adv": entry["adv"][adv_index].numpy(), "label": rec["label"],
+            "clean_top": list(zip(rec["clean_top3"], rec["clean_top3_prob"])),
+            "adv_top": list(zip(a["top3"], a["top3_prob"])), "ranks": a["clean_top3_rank"]}
+
+
+def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackConfig, attack: str, norm: str,
+                   class_names: list[str], folder: Path, min_norms: dict[str, Any] | None = None) -> list[str]:
+    """Write the minimal-norm curve (min-norm attacks), the entropy histogram, one example panel per eps and
+    the panel of the most and least affected images at the largest eps; returns their paths."""
+    from .figures import attack_panel, entropy_histograms, robustness_curves
+
+    paths = []
+    unit = "L∞" if norm == "linf" else "L2"
+    if min_norms:  # robust accuracy at every eps, from the per-image minimal norms
+        curve = {f"{attack} (from minimal {unit} norms)": [tuple(p) for p in min_norms["curve"]]}
+        paths.append(robustness_curves(curve, folder / "min_norm_curve.png",
+                                       f"{attack}: robust accuracy vs {unit} eps, {len(records)} images"))
+    clean = np.array([r["clean_entropy"] for r in records])
+    adv = {f"{attack} eps={e:g}": np.array([r["adv"][j]["entropy"] for r in records]) for j, e in enumerate(cfg.eps)}
+    paths.append(entropy_histograms(clean, adv, math.log(len(class_names)), folder / "entropy_hist.png"))
+    if cfg.examples == 0:
+        return [str(p) for p in paths]
+    examples = [kept.examples[i] for i in sorted(kept.examples)]
+    if examples:
+        for j, e in enumerate(cfg.eps):
+            paths.append(attack_panel([_panel_row(ex, j, j) for ex in examples], class_names,
+                                      f"{attack.upper()} eps = {e:g} ({unit}, pixel scale)",
+                                      folder / f"panel_{attack}_eps{e:g}.png"))
+    j = len(cfg.eps) - 1
+    most, least = extreme_images([e["record"] for e in kept.extremes.values()], j, kept.k)
+    if most or least:
+        rows = [_panel_row(kept.extremes[i], j, 0) for i in most + least]
+        title = (f"{attack.upper()} eps = {cfg.eps[j]:g}: the {len(most)} most affected (top rows) and "
+                 f"{len(least)} least affected images")
+        paths.append(attack_panel(rows, class_names, title, folder / f"panel_{attack}_extremes_eps{cfg.eps[j]:g}.png"))
+    return [str(p) for p in paths]

@@ -1,0 +1,111 @@
+"""Sanity checks that make a result suspicious, each with what a failure suggests (AutoAttack ``checks.py``
+and ``flags_doc.md``). Pure functions over summary rows, records and attack.json contents; shared by a single
+attack and by suites."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .registry import ATTACKS
+
+
+def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps: list[float], grad_zero: int | None,
+                  attacked: int, norm: str = "linf") -> list[dict[str, Any]]:
+    """Checks of one attack: accuracy non-increasing in eps, no attack above clean accuracy, every image inside
+    its eps ball, and (FGSM) the share of all-zero input gradients."""
+    checks = []
+    accs = [r["accuracy"] for r in rows[1:]]
+    checks.append({"name": "accuracy_non_increasing_in_eps", "ok": all(b <= a + 1e-12 for a, b in zip(accs, accs[1:])),
+                   "explain": "robust accuracy rose with a larger budget: a weak attack or gradient masking"})
+    checks.append({"name": "robust_not_above_clean", "ok": all(a <= rows[0]["accuracy"] + 0.01 for a in accs),
+                   "explain": "an attack raised accuracy by more than 1 point: likely a bug in the attack"})
+    key = "linf" if norm == "linf" else "l2"
+    inside = all(a[key] <= e * (1 + 1e-5) + 1e-6 for r in records for a, e in zip(r["adv"], eps))
+    checks.append({"name": "inside_eps_ball", "ok": inside,
+                   "explain": f"an adversarial image is outside the {norm} eps ball: the projection failed"})
+    if attacked and grad_zero is not None:
+        share = grad_zero / attacked
+        checks.append({"name": "zero_gradient_share", "ok": share < 0.01, "value": share,
+                       "explain": "share of images with an all-zero input gradient; above 1% suggests saturated "
+                                  "softmax or gradient masking (FGSM cannot move those images)"})
+    return checks
+
+
+def _comparable(meta: dict[str, Any]) -> tuple:
+    """What two attacks must share to be compared: norm, the very same images (split, subset, seed), untargeted."""
+    c = meta["config"]
+    return (meta["threat_model"]["norm"], c.get("split"), c.get("max_images"), c.get("seed"), meta["data"]["images"])
+
+
+def _untargeted(meta: dict[str, Any]) -> bool:
+    return meta["threat_model"].get("params", {}).get("target") is None
+
+
+def suite_checks(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every untargeted iterative entry must be no weaker than every untargeted single-step entry (FGSM) of the
+    same norm on the same images, at each shared eps. ``results`` maps entry label -> attack.json content;
+    entries are keyed by label, so two entries of one attack (e.g. targeted and untargeted PGD) never mix."""
+    checks = []
+    kinds = {label: ATTACKS[m["config"]["attack"]].kind for label, m in results.items()}
+    for strong, sm in results.items():
+        if kinds[strong] != "iterative" or not _untargeted(sm):
+            continue
+        for weak, wm in results.items():
+            if kinds[weak] != "single-step" or not _untargeted(wm) or _comparable(sm) != _comparable(wm):
+                continue
+            s_acc = {r["eps"]: r["accuracy"] for r in sm["rows"][1:]}
+            w_acc = {r["eps"]: r["accuracy"] for r in wm["rows"][1:]}
+            worse = [e for e in sorted(s_acc.keys() & w_acc.keys()) if s_acc[e] > w_acc[e] + 1e-12]
+            checks.append({"name": f"{strong}_no_weaker_than_{weak}", "ok": not worse, "eps": worse,
+                           "pair": [strong, weak],
+                           "explain": f"{strong} left more images correct than {weak} at eps {worse}: too few steps, "
+                                      "too small a step size, or gradient masking"})
+    return checks
+
+
+# minimum-norm attacks whose objective is the norm they report (EAD minimizes an elastic-net mix: left out)
+_MIN_NORM_COMPARABLE = {"deepfool": "l2", "cw_l2": "l2", "hsj": "l2", "deepfool_linf": "linf"}
+
+
+def min_norm_checks(norms: dict[str, tuple[str, dict[str, float]]], min_shared: int = 10, ratio: float = 1.5
+                    ) -> list[dict[str, Any]]:
+    """Cross-attack check for minimum-norm attacks (Carlini et al. 2019, §4: compare attacks on the same inputs).
+
+    Args:
+        norms: label -> (attack name, {image path: minimal norm of a clean-correct image, ``inf`` = not found}).
+        min_shared: fewest shared images for a comparison.
+        ratio: flag when the median over shared images of ``norm_a / norm_b`` exceeds this.
+
+    Returns:
+        One check per pair of attacks minimizing the same norm: ok when neither attack's minimal norms are,
+        image by image, ``ratio`` times the other's — a larger factor means the weaker attack is
+        under-optimized (too few steps, too large a step size, too few binary-search steps) and its robust
+        accuracy overstates robustness.
+    """
+    checks = []
+    labels = [k for k, (name, _) in norms.items() if name in _MIN_NORM_COMPARABLE]
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            (na, da), (nb, db) = norms[a], norms[b]
+            if _MIN_NORM_COMPARABLE[na] != _MIN_NORM_COMPARABLE[nb]:
+                continue
+            shared = [k for k in da.keys() & db.keys() if 0 < da[k] < math.inf and 0 < db[k] < math.inf]
+            if len(shared) < min_shared:
+                continue
+            r = float(np.median([da[k] / db[k] for k in shared]))
+            weak, strong, factor = (a, b, r) if r >= 1 else (b, a, 1 / r)
+            checks.append({"name": "min_norm_attacks_agree", "ok": factor <= ratio, "value": factor,
+                           "pair": [weak, strong], "images": len(shared),
+                           "explain": f"{weak}'s minimal norms are {factor:.2f}x {strong}'s on the same {len(shared)} "
+                                      f"images (median ratio): {weak} is under-optimized — more steps, a smaller "
+                                      "step size or more binary-search steps"})
+    return checks
+
+
+def min_norms_by_path(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Minimal norm of each clean-correct image, keyed by its path (``inf`` where the attack failed)."""
+    return {r["path"]: math.inf if r["min_norm"] is None else float(r["min_norm"])
+            for r in records if r["clean_pred"] == r["label"]}

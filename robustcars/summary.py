@@ -1,0 +1,49 @@
+"""Clean and per-eps metrics of an attack from its per-image records (pure; see :mod:`robustcars.metrics`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .metrics import accuracy, attack_success_rate, macro_f1, mean_std, min_norm_summary, rank_shift_summary
+
+TOPK = 3
+
+
+def summarize(records: list[dict[str, Any]], eps: list[float], attack: str, norm: str, *, num_classes: int
+              ) -> dict[str, Any]:
+    """Clean and per-eps metrics from per-image records (pure; see :mod:`robustcars.metrics`)."""
+    y = np.array([r["label"] for r in records])
+    clean_pred = np.array([r["clean_pred"] for r in records])
+    clean_ent = np.array([r["clean_entropy"] for r in records])
+    m, s = mean_std(clean_ent)
+    clean = {"attack": "clean", "norm": "", "eps": 0.0, "images": len(y), "accuracy": accuracy(y, clean_pred),
+             "macro_f1": macro_f1(y, clean_pred), "entropy_mean": m, "entropy_std": s}
+    rows = [clean]
+    for j, e in enumerate(eps):
+        adv = [r["adv"][j] for r in records]
+        pred = np.array([a["pred"] for a in adv])
+        ent = np.array([a["entropy"] for a in adv])
+        ranks = np.array([a["clean_top3_rank"] for a in adv])
+        m, s = mean_std(ent)
+        rows.append({
+            "attack": attack, "norm": norm, "eps": e, "images": len(y),
+            "accuracy": accuracy(y, pred), "macro_f1": macro_f1(y, pred), "entropy_mean": m, "entropy_std": s,
+            "success_rate": attack_success_rate(y, clean_pred, pred),
+            **rank_shift_summary(ranks, top=TOPK),
+            "linf_max": float(max(a["linf"] for a in adv)), "l2_mean": float(np.mean([a["l2"] for a in adv])),
+            "l2_max": float(max(a["l2"] for a in adv)),
+        })
+        if "min_norm" in records[0]:
+            found = [r["min_norm"] for r in records if r["min_norm"] is not None]
+            rows[-1]["min_norm_median"] = float(np.median(found)) if found else math.nan
+            rows[-1]["min_norm_found"] = len(found) / len(records)
+        if "target" in records[0]:
+            rows[-1]["target_hit_rate"] = float(np.mean([a["pred"] == r["target"] for a, r in zip(adv, records)]))
+    out = {"clean": clean, "rows": rows, "max_entropy_nats": math.log(num_classes)}
+    if records and "min_norm" in records[0]:
+        found = np.array([math.inf if r["min_norm"] is None else r["min_norm"] for r in records])
+        out["min_norms"] = {"norm": norm, **min_norm_summary(found, clean_pred == y)}
+    return out
