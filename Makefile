@@ -19,6 +19,7 @@ $(BIN)/robustcars: pyproject.toml .ci/constraints.txt
 venv: $(BIN)/robustcars
 
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # 12 min on 2 CPU cores (measured, venv already built): EfficientNet-Lite0 (ImageNet weights) fine-tuned

@@ -66,10 +66,6 @@ def suite_checks(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
-# minimum-norm attacks whose objective is the norm they report (EAD minimizes an elastic-net mix: left out)
-_MIN_NORM_COMPARABLE = {"deepfool": "l2", "cw_l2": "l2", "hsj": "l2", "deepfool_linf": "linf"}
-
-
 def min_norm_checks(norms: dict[str, tuple[str, dict[str, float]]], min_shared: int = 10, ratio: float = 1.5
                     ) -> list[dict[str, Any]]:
     """Cross-attack check for minimum-norm attacks (Carlini et al. 2019, §4: compare attacks on the same inputs).
@@ -86,11 +82,12 @@ def min_norm_checks(norms: dict[str, tuple[str, dict[str, float]]], min_shared: 
         accuracy overstates robustness.
     """
     checks = []
-    labels = [k for k, (name, _) in norms.items() if name in _MIN_NORM_COMPARABLE]
+    minimized = {name: spec.minimizes for name, spec in ATTACKS.items() if spec.minimizes}  # EAD: elastic net, left out
+    labels = [k for k, (name, _) in norms.items() if name in minimized]
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
             (na, da), (nb, db) = norms[a], norms[b]
-            if _MIN_NORM_COMPARABLE[na] != _MIN_NORM_COMPARABLE[nb]:
+            if minimized[na] != minimized[nb]:
                 continue
             shared = [k for k in da.keys() & db.keys() if 0 < da[k] < math.inf and 0 < db[k] < math.inf]
             if len(shared) < min_shared:

