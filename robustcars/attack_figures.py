@@ -24,9 +24,11 @@ def _panel_row(entry: dict[str, Any], j: int, adv_index: int) -> dict[str, Any]:
 
 
 def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackConfig, attack: str, norm: str,
-                   class_names: list[str], folder: Path, min_norms: dict[str, Any] | None = None) -> list[str]:
-    """Write the minimal-norm curve (min-norm attacks), the entropy histogram, one example panel per eps and
-    the panel of the most and least affected images at the largest eps; returns their paths."""
+                   class_names: list[str], folder: Path, min_norms: dict[str, Any] | None = None,
+                   cam: tuple[Any, Any] | None = None) -> list[str]:
+    """Write the minimal-norm curve (min-norm attacks), the entropy histogram, one example panel per eps, the
+    panel of the most and least affected images at the largest eps, and with ``cam = (model, layer)`` the
+    Grad-CAM panel of the examples at the largest eps; returns their paths."""
     from .figures import attack_panel, entropy_histograms, robustness_curves
 
     paths = []
@@ -46,6 +48,8 @@ def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackC
             paths.append(attack_panel([_panel_row(ex, j, j) for ex in examples], class_names,
                                       f"{attack.upper()} eps = {e:g} ({unit}, pixel scale)",
                                       folder / f"panel_{attack}_eps{e:g}.png"))
+    if examples and cam is not None:
+        paths.append(_cam_panel(examples, cam, cfg, attack, class_names, folder))
     j = len(cfg.eps) - 1
     most, least = extreme_images([e["record"] for e in kept.extremes.values()], j, kept.k)
     if most or least:
@@ -54,3 +58,29 @@ def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackC
                  f"{len(least)} least affected images")
         paths.append(attack_panel(rows, class_names, title, folder / f"panel_{attack}_extremes_eps{cfg.eps[j]:g}.png"))
     return [str(p) for p in paths]
+
+
+def _cam_panel(examples: list[dict[str, Any]], cam: tuple[Any, Any], cfg: AttackConfig, attack: str,
+               class_names: list[str], folder: Path) -> Path:
+    """Grad-CAM of the kept example images, clean (clean top-1) vs adversarial at the largest eps (its top-1)."""
+    import torch
+
+    from .explain import attention_records, overlay
+    from .figures import cam_panel
+
+    model, layer = cam
+    x = torch.stack([e["image"] for e in examples])
+    x_adv = torch.stack([e["adv"][-1] for e in examples])
+    recs = [e["record"] for e in examples]
+    stats, clean, adv = attention_records(model, layer, x, x_adv, [r["clean_top3"][0] for r in recs],
+                                          [r["adv"][-1]["top3"][0] for r in recs])
+    rows = []
+    for e, r, s, c, a in zip(examples, recs, stats, clean, adv):
+        img, im_adv, last = e["image"].numpy(), e["adv"][-1].numpy(), r["adv"][-1]
+        rows.append({"image": img, "cam": overlay(img, c), "label": class_names[r["label"]], "adv": im_adv,
+                     "adv_cam": overlay(im_adv, a), "shift": s,
+                     "top": [(class_names[k], p) for k, p in zip(r["clean_top3"], r["clean_top3_prob"])],
+                     "adv_top": [(class_names[k], p) for k, p in zip(last["top3"], last["top3_prob"])]})
+    e_max = cfg.eps[-1]
+    return cam_panel(rows, f"{attack.upper()} eps = {e_max:g}: where the model looks, clean vs adversarial",
+                     folder / f"cam_{attack}_eps{e_max:g}.png")

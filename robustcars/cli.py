@@ -275,6 +275,7 @@ def attack(
     device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.auto,
     max_images: Annotated[int | None, typer.Option(min=1, help="Attack a seeded random subset of this many images (default: the whole split).")] = None,
     examples: Annotated[int, typer.Option(min=0, help="Images shown in each panel figure (0 = no panels).")] = 4,
+    cam: Annotated[int, typer.Option(min=0, help="Measure the Grad-CAM attention shift (clean vs the largest eps) on a seeded set of this many images, and draw the Grad-CAM panel of the examples (2 extra forward+backward passes per image).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for the subset and the example images.")] = 0,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 2,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
@@ -291,7 +292,7 @@ def attack(
     run_dir = run if run.is_dir() else run.parent
     base = dict(run=str(run), split=split.value, batch_size=batch_size, device=device.value,
                 data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
-                workers=workers)
+                workers=workers, cam=cam)
     if suite is not None:
         if eps or params or attack_name != AttackName.fgsm:
             raise ConfigError("--suite defines attacks, eps and parameters; drop --attack/--eps/--steps/--param/...")
@@ -353,6 +354,120 @@ def list_attacks() -> None:
         params = "\n".join(f"{p.name}: {p.describe} \\[{p.default}] — {p.help}" for p in spec.params) or "–"
         t.add_row(spec.name, NORMS[spec.norm], spec.kind, f"{spec.source}: {spec.summary}", params)
     console.print(t)
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Photos, or folders of photos (any format PIL reads; grayscale, CMYK and transparent images are converted).", show_default=False)],
+    run: Annotated[Path, typer.Option(help="Run folder or checkpoint .pt: its model, class names, image size and resize mode are used.")],
+    top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 15,
+    attack_name: Annotated[AttackName | None, typer.Option("--attack", help="Also attack each photo (untargeted, with its clean top-1 as the label) and show the adversarial top-k and the rank change of the clean top-3.")] = None,
+    eps: Annotated[float, typer.Option(help="Budget of --attack in [0, 1] pixel scale, in the attack's norm.")] = 0.01,
+    param: Annotated[list[str] | None, typer.Option(help="Attack parameter KEY=VALUE (repeatable; see 'robustcars attacks').")] = None,
+    cam: Annotated[bool, typer.Option("--cam", help="Save a figure per photo into --out: original, Grad-CAM, (adversarial, its Grad-CAM,) top-k bars.")] = False,
+    prefilter: Annotated[bool, typer.Option("--prefilter", help="Skip photos that EfficientNet-Lite0's ImageNet head does not call a car (summed car-class probability below --threshold).")] = False,
+    threshold: Annotated[float, typer.Option(help="Prefilter threshold on the summed ImageNet car-class probability, in [0, 1].")] = 0.1,
+    out: Annotated[Path | None, typer.Option(help="Folder for predictions.json and the --cam figures.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON instead of tables.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+) -> None:
+    """Top-k classes of any photo under a trained run; optionally attacked, with Grad-CAM, behind a car prefilter."""
+    from .registry import check_eps, validate_params
+
+    params = dict(_parse_param(t) for t in param or [])
+    if attack_name is not None:
+        check_eps([eps])
+        values = validate_params(attack_name.value, params)
+        params = {k: values[k] for k in params}
+    elif params:
+        raise ConfigError("--param is for --attack; give --attack too")
+    if cam and out is None:
+        raise ConfigError("--cam writes one figure per photo: give --out DIR")
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
+    if out is not None:
+        _check_out(out)
+    if not Path(run).exists():
+        raise ConfigError(f"--run {run} not found (a run folder or a checkpoint .pt file)")
+
+    import contextlib
+
+    from .explain import CarPrefilter, predict_photos
+    from .lock import output_lock
+    from .runtime import set_threads
+
+    set_threads(threads)
+    with output_lock(out) if out is not None else contextlib.nullcontext():
+        results, skipped = predict_photos(run, images, top_k=top_k, attack=attack_name.value if attack_name else None,
+                                          eps=eps, params=params, cam_dir=out if cam else None,
+                                          prefilter=CarPrefilter(threshold) if prefilter else None)
+        if out is not None:
+            from . import io as rio
+            from .explain import photo_json
+
+            rio.write_json(out / "predictions.json", {"run": str(run), "attack": attack_name.value if attack_name else None,
+                                                      "eps": eps if attack_name else None, "params": params,
+                                                      "predictions": [photo_json(r) for r in results],
+                                                      "skipped": [{"path": str(p), "reason": why} for p, why in skipped]})
+    _print_predictions(results, skipped, json_out, out)
+
+
+def _print_predictions(results, skipped, json_out: bool, out: Path | None) -> None:
+    import json
+
+    from .console import console, err_console, prediction_table
+
+    for path, why in skipped:
+        err_console.print(f"skipped {path}: {why}", soft_wrap=True, markup=False)
+    if json_out:
+        from .explain import photo_json
+
+        typer.echo(json.dumps([photo_json(r) for r in results], indent=2))
+    else:
+        for r in results:
+            console.print(prediction_table(r))
+    if not results:
+        raise DataError(f"no photo left to predict ({len(skipped)} skipped)")
+    if out is not None and not json_out:
+        console.print(f"[bold green]done[/] — {len(results)} photos; results: {out}/predictions.json"
+                      + (" and one figure per photo" if any(r.figure for r in results) else ""), soft_wrap=True)
+
+
+@app.command("prefilter")
+def prefilter_cmd(
+    data: Annotated[Path, typer.Argument(help="Dataset root (class folders or the devkit layout); every split is scored.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="CSV to write: path, split, class, car probability, verdict, ImageNet top-5.")],
+    threshold: Annotated[float, typer.Option(help="A car if the summed ImageNet car-class probability is at least this, in [0, 1].")] = 0.1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 2,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+) -> None:
+    """List the images of a dataset that an ImageNet classifier does not see as cars (never moves or deletes)."""
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a .csv file path")
+    if not data.is_dir():
+        raise DataError(f"data folder not found: {data}")
+
+    from . import io as rio
+    from .console import _Bar, console, prefilter_table
+    from .data import load_cars
+    from .explain import prefilter_dataset
+    from .runtime import set_threads
+
+    set_threads(threads)
+    total = sum(len(v) for v in load_cars(data).splits.values())
+    bar = _Bar("prefilter", total)
+    try:
+        summary = prefilter_dataset(data, threshold=threshold, batch_size=batch_size, workers=workers,
+                                    progress=bar.advance)
+    finally:
+        bar.stop()
+    rio.write_csv(out, summary.rows)
+    console.print(prefilter_table(summary))
+    console.print(f"[bold green]done[/] — {len(summary.suspects)} of {len(summary.rows)} images below {threshold:g}; "
+                  f"every score in {out} (no file was moved or deleted)", soft_wrap=True)
 
 
 @app.command()

@@ -90,6 +90,7 @@ class AttackConfig:
     examples: int = 4  # images shown in the panel figures
     seed: int = 0
     workers: int = 2
+    cam: int = 0  # images whose Grad-CAM attention shift (clean vs largest eps) is measured
 
     def validate(self) -> AttackConfig:
         """Check every field and the attack's parameters (registry). Raises ConfigError."""
@@ -103,6 +104,7 @@ class AttackConfig:
             (self.max_images is None or self.max_images >= 1, f"--max-images must be >= 1, got {self.max_images}"),
             (self.examples >= 0, f"--examples must be >= 0, got {self.examples}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (self.cam >= 0, f"--cam must be >= 0, got {self.cam}"),
             (spec.kind != "single-step" or "target" not in self.params, f"{self.attack} cannot be targeted"),
         ]
         for ok, message in checks:

@@ -235,3 +235,39 @@ def bench_table(result: dict[str, Any]) -> Table:
                   fmt(r.get("vs_floor") or r.get("vs_train_step"), 2), fmt(r.get("vs_foolbox"), 2),
                   fmt(r.get("vs_torchattacks"), 2))
     return t
+
+
+def prediction_table(r: Any) -> Table:
+    """Clean top-k of one photo and, when attacked, the adversarial top-k and the clean top-3's new ranks."""
+    title = f"{r.path} — entropy {r.clean.entropy:.3f} nats"
+    if r.adv is not None:
+        title += f" → {r.adv.entropy:.3f} under attack"
+    t = Table(title=title, title_justify="left")
+    t.add_column("rank", justify="right")
+    t.add_column("clean class")
+    t.add_column("prob", justify="right")
+    if r.adv is not None:
+        t.add_column("adversarial class")
+        t.add_column("prob", justify="right")
+        t.add_column("clean class → adv rank", justify="right")
+    for i, (name, p) in enumerate(zip(r.clean.names, r.clean.probs)):
+        row = [str(i + 1), name, f"{p:.3f}"]
+        if r.adv is not None:
+            moved = f"{r.clean_top3_adv_rank[i]} ({r.clean_top3_adv_rank[i] - i - 1:+d})" if i < 3 else ""
+            row += [r.adv.names[i], f"{r.adv.probs[i]:.3f}", moved]
+        t.add_row(*row)
+    return t
+
+
+def prefilter_table(summary: Any) -> Table:
+    """Pass rate per split and the 10 least car-like images."""
+    t = Table(title=f"Car prefilter (summed ImageNet car-class probability >= {summary.threshold:g})")
+    for col in ("split", "images", "cars", "pass rate"):
+        t.add_column(col, justify="left" if col == "split" else "right")
+    for split in dict.fromkeys(r["split"] for r in summary.rows):
+        rows = [r for r in summary.rows if r["split"] == split]
+        cars = sum(r["is_car"] for r in rows)
+        t.add_row(split, str(len(rows)), str(cars), f"{cars / len(rows):.4f}")
+    for r in summary.suspects[:10]:
+        t.add_row(f"  suspect: {r['path']}", "", f"{r['car_probability']:.3f}", r["top1"])
+    return t

@@ -145,3 +145,50 @@ def confusion_heatmap(cm: np.ndarray, path: str | Path, title: str, clip: int = 
     ax.set_title(f"{title} (entries clipped at {clip})", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, path)
+
+
+def _topk_bars(ax, top: list[tuple[str, float]], color: str, title: str) -> None:
+    ys = np.arange(len(top))[::-1]
+    ax.barh(ys, [p for _, p in top], color=color, alpha=0.35)
+    for yy, (name, p) in zip(ys, top):
+        ax.text(0.02, yy, f"{_short(name, 34)}  {p:.2f}", va="center", fontsize=7)
+    ax.set_yticks([])
+    ax.set_xlim(0, 1)
+    ax.set_title(title, fontsize=8)
+
+
+def cam_panel(rows: list[dict[str, Any]], title: str, path: str | Path) -> Path:
+    """One row per image: the image and its Grad-CAM overlay, and when attacked the adversarial image and
+    its overlay, then the top-k bars (clean, and adversarial when attacked).
+
+    Each row: ``image`` float (3, H, W) in [0, 1], ``cam`` its overlay (H, W, 3), ``label`` (str or None),
+    ``top`` list of (class name, prob); optionally ``adv``, ``adv_cam``, ``adv_top`` and ``shift`` (a dict
+    with ``pearson`` and ``top_kept``).
+    """
+    attacked = any("adv" in r for r in rows)
+    cols = 6 if attacked else 3
+    ratios = [1, 1, 1, 1, 1.4, 1.4] if attacked else [1, 1, 1.4]
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.1 * cols, 3.1 * len(rows)), squeeze=False,
+                             gridspec_kw={"width_ratios": ratios})
+    for row, r in zip(axes, rows):
+        head = f"\ntrue: {_short(r['label'], 30)}" if r.get("label") else ""
+        row[0].imshow(np.asarray(r["image"]).transpose(1, 2, 0))
+        row[0].set_title("original" + head, fontsize=8)
+        row[1].imshow(r["cam"])
+        row[1].set_title(f"Grad-CAM of clean top-1\n{_short(r['top'][0][0], 30)}", fontsize=8)
+        if attacked:
+            row[2].imshow(np.clip(np.asarray(r["adv"]).transpose(1, 2, 0), 0, 1))
+            row[2].set_title("adversarial", fontsize=8)
+            row[3].imshow(r["adv_cam"])
+            s = r.get("shift") or {}
+            shift = (f"\nr = {s['pearson']:.2f}, top-10% kept {s['top_kept']:.2f}"
+                     if s and s.get("pearson") is not None else "")
+            row[3].set_title(f"Grad-CAM of adversarial top-1{shift}", fontsize=8)
+            _topk_bars(row[4], r["top"], "tab:blue", "clean top-k (softmax)")
+            _topk_bars(row[5], r["adv_top"], "tab:red", "adversarial top-k (softmax)")
+        else:
+            _topk_bars(row[2], r["top"], "tab:blue", "top-k (softmax probability)")
+        for ax in row[: 4 if attacked else 2]:
+            ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -195,6 +195,18 @@ def build_model(arch: str, num_classes: int, weights: str = "none") -> nn.Sequen
     return nn.Sequential(OrderedDict(normalize=Normalize(spec.mean, spec.std), model=backbone))
 
 
+def imagenet_classifier(arch: str = "efficientnet_lite0") -> nn.Sequential:
+    """``Normalize -> backbone`` with its ImageNet weights and its 1000-class ImageNet head, in eval mode.
+
+    Raises:
+        ConfigError: unknown arch; CheckpointError: the weights cannot be had offline.
+    """
+    spec = get_arch(arch)
+    backbone = spec.make()
+    spec.load_imagenet(backbone)
+    return nn.Sequential(OrderedDict(normalize=Normalize(spec.mean, spec.std), model=backbone)).eval()
+
+
 def _load_backbone_file(backbone: nn.Module, path: Path, arch: str) -> None:
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path} (use --weights imagenet|none|PATH)")

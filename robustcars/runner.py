@@ -178,9 +178,10 @@ def _r(values: list[float]) -> list[float]:
     return [round(v, 6) for v in values]
 
 
-def batch_records(scored: dict[str, Any], indices: list[int], paths: list[str], eps: list[float]
-                  ) -> list[dict[str, Any]]:
-    """One record per image of a scored batch (pure; the format is in the module docstring)."""
+def batch_records(scored: dict[str, Any], indices: list[int], paths: list[str], eps: list[float],
+                  attention: dict[int, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One record per image of a scored batch (pure; the format is in the module docstring). ``attention``
+    maps a position in the batch to its Grad-CAM shift at the largest eps (``--cam``)."""
     out = []
     for i, (index, path) in enumerate(zip(indices, paths)):
         c_idx = scored["c_idx"][i]
@@ -195,6 +196,8 @@ def batch_records(scored: dict[str, Any], indices: list[int], paths: list[str], 
             rec["adv"].append({"eps": e, "pred": pred[i], "top3": a_idx[i], "top3_prob": _r(a_prob[i]),
                                "entropy": round(a_ent[i], 6), "clean_top3_rank": rk[i], "linf": round(linf[i], 7),
                                "l2": round(l2[i], 6)})
+        if attention and i in attention:
+            rec["attention"] = {"eps": eps[-1], **attention[i]}
         out.append(rec)
     return out
 
@@ -245,6 +248,12 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     D.barrier(d)
 
     model = model_from_checkpoint(p.ckpt).to(device)  # eval mode; the runner owns this model
+    cam_idx = _cam_indices(len(samples), cfg)
+    cam_layer_ = None
+    if cam_idx:
+        from .explain import cam_layer
+
+        cam_layer_ = cam_layer(model, p.ckpt["arch"])
     mine = D.shard(len(samples), d, block=cfg.batch_size)
     todo_idx = [i for i in mine if i not in done]
     tf = build_transform(p.ckpt["img_size"], train=False, resize=p.ckpt.get("resize", "crop"))
@@ -269,7 +278,10 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             if res.grad_zero is not None:
                 grad_zero = (grad_zero or 0) + int(res.grad_zero.sum())
             idx = todo_idx[position:position + len(y)]
-            recs = batch_records(scored, idx, [os.path.relpath(samples[i].path, p.data.root) for i in idx], cfg.eps)
+            measured = [j for j, i in enumerate(idx) if i in cam_idx]
+            attention = _attention(model, cam_layer_, x, adv[-1], scored, measured)
+            recs = batch_records(scored, idx, [os.path.relpath(samples[i].path, p.data.root) for i in idx], cfg.eps,
+                                 attention)
             try:
                 _write_all(fh, "".join(json.dumps(r) + "\n" for r in recs).encode())
             except OSError as exc:
@@ -302,6 +314,25 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     for path in out.glob("kept*.pt"):
         path.unlink()
     return result
+
+
+def _cam_indices(n: int, cfg: AttackConfig) -> set[int]:
+    """A seeded set of ``cfg.cam`` image indices whose Grad-CAM attention shift is measured."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    return set(rng.choice(n, size=min(cfg.cam, n), replace=False).tolist()) if cfg.cam else set()
+
+
+def _attention(model: nn.Module, layer: nn.Module | None, x: torch.Tensor, x_adv: torch.Tensor,
+               scored: dict[str, Any], positions: list[int]) -> dict[int, dict[str, Any]]:
+    """Grad-CAM attention shift at the largest eps for the given batch positions (2 forward+backward each)."""
+    if not positions or layer is None:
+        return {}
+    from .explain import attention_records
+
+    clean_cls = [scored["c_idx"][j][0] for j in positions]
+    adv_cls = [scored["per_eps"][-1][0][j] for j in positions]
+    stats, _, _ = attention_records(model, layer, x[positions], x_adv[positions], clean_cls, adv_cls)
+    return dict(zip(positions, stats))
 
 
 def _write_all(fh, data: bytes) -> None:
@@ -354,8 +385,14 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
     }
     from .attack_figures import attack_figures
 
+    cam = None
+    if cfg.cam and kept.examples:
+        from .explain import cam_layer
+
+        model = model_from_checkpoint(ckpt)
+        cam = (model, cam_layer(model, ckpt["arch"]))
     figs = attack_figures(records, kept, cfg, p.attack.name, p.attack.norm, list(p.data.classes), out / "figures",
-                          summary.get("min_norms"))
+                          summary.get("min_norms"), cam)
     result["figures"] = [os.path.relpath(f, out) for f in figs]  # relative to the attack folder
     rio.write_csv(out / "attack.csv", summary["rows"])
     rio.write_json(out / "attack.json", result)

@@ -43,7 +43,21 @@ def summarize(records: list[dict[str, Any]], eps: list[float], attack: str, norm
         if "target" in records[0]:
             rows[-1]["target_hit_rate"] = float(np.mean([a["pred"] == r["target"] for a, r in zip(adv, records)]))
     out = {"clean": clean, "rows": rows, "max_entropy_nats": math.log(num_classes)}
+    shifts = [r["attention"] for r in records if "attention" in r]
+    if shifts:
+        out["attention_shift"] = attention_summary(shifts)
     if records and "min_norm" in records[0]:
         found = np.array([math.inf if r["min_norm"] is None else r["min_norm"] for r in records])
         out["min_norms"] = {"norm": norm, **min_norm_summary(found, clean_pred == y)}
     return out
+
+
+def attention_summary(shifts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and median Grad-CAM correlation (clean vs adversarial map; flat maps left out) and the mean share
+    of the clean map's top-10 % pixels kept, over the images measured with ``--cam``."""
+    r = np.array([s["pearson"] for s in shifts if s["pearson"] is not None], dtype=float)
+    kept = np.array([s["top_kept"] for s in shifts], dtype=float)
+    return {"eps": shifts[0]["eps"], "images": len(shifts), "flat_maps": len(shifts) - len(r),
+            "pearson_mean": float(r.mean()) if len(r) else math.nan,
+            "pearson_median": float(np.median(r)) if len(r) else math.nan,
+            "top_kept_mean": float(kept.mean())}
