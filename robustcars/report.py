@@ -336,6 +336,12 @@ def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str]
             dest = figdir / f"{slug}_{label}_{p.name}"
             rio.write_bytes(dest, p.read_bytes())
             att["figures"]["panels"].append(_rel(dest, out))
+        elif p.name.startswith("cam_") and p.is_file():  # the Grad-CAM panel (attack --cam)
+            dest = figdir / f"{slug}_{label}_{p.name}"
+            rio.write_bytes(dest, p.read_bytes())
+            att["figures"]["cam"] = _rel(dest, out)
+    if "attention_shift" in meta:
+        att["attention_shift"] = meta["attention_shift"]
     return att
 
 
@@ -434,6 +440,20 @@ def _sections(report: dict[str, Any]):
                                  for t in f["top"]])
             for c in a["checks"]:
                 yield "p", f"check {c['name']}: {'ok' if c['ok'] else 'FAILED — ' + c['explain']}"
+    looks = [(m, a) for m in report["models"] for a in m["attacks"] if "attention_shift" in a]
+    if looks:
+        yield "h2", "Where the model looks (Grad-CAM, clean vs adversarial)"
+        yield "p", ("Grad-CAM of each clean image for its clean top-1 class and of its adversarial image for the "
+                    "adversarial top-1: r is the Pearson correlation of the two maps (1 = the same place), 'top-10 % "
+                    "kept' the share of the clean map's hottest tenth of pixels that stay among the adversarial "
+                    "map's.")
+        yield "table", (["model", "attack", "eps", "images", "mean r", "median r", "top-10 % kept", "flat maps"],
+                        [[m["name"], a["label"], f"{s['eps']:g}", str(s["images"]), _f(s["pearson_mean"]),
+                          _f(s["pearson_median"]), _f(s["top_kept_mean"]), str(s["flat_maps"])]
+                         for m, a in looks for s in [a["attention_shift"]]])
+        for _, a in looks:
+            if a["figures"].get("cam"):
+                yield "img", a["figures"]["cam"]
     yield "h2", "Reproducibility"
     rows = [["robustcars", rep["robustcars_version"]], ["git commit", rep["git_commit"] or "unknown"],
             ["report command", rep["report_command"] or "–"]] + [[k, v] for k, v in rep["versions"].items()]

@@ -241,3 +241,14 @@ def test_attack_cam_measures_attention_shift_and_draws_the_panel(trained, tmp_pa
     summary = json.loads((out / "attack.json").read_text())["attention_shift"]
     assert summary["images"] == 5 and summary["eps"] == 0.05
     assert (out / "figures" / "cam_fgsm_eps0.05.png").stat().st_size > 5000
+    r = invoke("report", out, "--out", tmp_path / "rep")  # the report's "where the model looks" section
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    [att] = report["models"][0]["attacks"]
+    assert att["attention_shift"] == summary and (tmp_path / "rep" / att["figures"]["cam"]).is_file()
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parents[1] / "robustcars" / "schemas" / "report.schema.json")
+                        .read_text())
+    jsonschema.validate(report, schema)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Where the model looks (Grad-CAM, clean vs adversarial)" in md
