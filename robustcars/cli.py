@@ -471,6 +471,40 @@ def prefilter_cmd(
 
 
 @app.command()
+def serve(
+    runs: Annotated[Path, typer.Option(help="Folder of run folders: listed, used for inference, and where new training jobs go.")] = Path("runs"),
+    data: Annotated[Path | None, typer.Option(help=f"Data root; training forms may name folders inside it only \\[default: ${DATA_ENV}, else {DEFAULT_DATA}].", show_default=False)] = None,
+    reports: Annotated[Path, typer.Option(help="Folder of report folders (robustcars report --out REPORTS/NAME), served under /reports/.")] = Path("reports"),
+    host: Annotated[str, typer.Option(help="Address to bind; anything but 127.0.0.1/localhost/::1 requires --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[str | None, typer.Option(envvar="ROBUSTCARS_TOKEN", help="Secret every API call must carry (header X-Robustcars-Token, ?token= or the cookie set by opening a page with ?token=) \\[env var: ROBUSTCARS_TOKEN].", show_default=False)] = None,
+    max_upload_mb: Annotated[int, typer.Option(min=1, max=1024, help="Largest accepted upload, in MB.")] = 20,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image, in pixels (decompression-bomb guard).")] = 40_000_000,
+    jobs: Annotated[int, typer.Option(min=1, max=8, help="Training jobs allowed at once.")] = 1,
+) -> None:
+    """Serve the web app: inference and live attacks on uploaded photos, training jobs, runs and reports."""
+    data = data or Path(default_data())
+    from .web.app import ServeSettings
+
+    settings = ServeSettings(runs=runs, data=data, reports=reports, host=host, token=token,
+                             max_upload_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_pixels, max_jobs=jobs)
+    settings.validate()
+    if runs.exists() and not runs.is_dir():
+        raise ConfigError(f"--runs {runs} is a file")
+    import uvicorn
+
+    from .console import console
+    from .web.app import create_app
+
+    web = create_app(settings)
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    console.print(f"[bold]robustcars serve[/]: {where} — runs {runs.resolve()}, data {data.resolve()}, reports "
+                  f"{reports.resolve()}; API docs at {where}docs" + ("; token required" if token else ""),
+                  soft_wrap=True)
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def report(
     ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(help="Run folders (with their attack-*/ and suite-*/ results), attack folders or suite folders.")],

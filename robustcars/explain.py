@@ -37,17 +37,22 @@ MAX_PIXELS = 100_000_000  # a photo larger than this is refused (decompression-b
 
 # --- images ------------------------------------------------------------------------------------------
 
-def read_photo(path: str | Path) -> Image.Image:
-    """Decode any photo as RGB: grayscale, palette and CMYK are converted, transparency is laid on white.
+def read_photo(source: str | Path | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode any photo (a path, or the bytes of an upload) as RGB: grayscale, palette and CMYK are converted,
+    transparency is laid on white. The size is checked from the header, before the pixels are decoded.
 
     Raises:
-        DataError: not a file, not an image, truncated, or larger than :data:`MAX_PIXELS` (one line each).
+        DataError: not a file, not an image, truncated, or more than ``max_pixels`` pixels (one line each,
+            starting with ``name`` or the path).
     """
-    path = Path(path)
+    import io
+
+    path = name or (str(source) if not isinstance(source, bytes) else "upload")
+    opened = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise DataError(f"{path}: {im.width}x{im.height} pixels is more than the {MAX_PIXELS:,} accepted")
+        with Image.open(opened) as im:
+            if im.width * im.height > max_pixels:
+                raise DataError(f"{path}: {im.width}x{im.height} pixels is more than the {max_pixels:,} accepted")
             im.load()
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")

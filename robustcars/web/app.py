@@ -1,0 +1,301 @@
+"""The FastAPI application of ``robustcars serve``: thin, typed endpoints over the library the CLI uses.
+
+JSON API (documented at ``/docs``; every error is ``{"error": "..."}`` with a 4xx status, a bug a 500 whose
+traceback goes to the server log only):
+
+    GET  /api/runs                 runs with their metrics, robust accuracy per attack, job state
+    POST /api/predict              photo upload -> top-k, entropy, optional Grad-CAM and car prefilter
+    POST /api/attack               photo + attack + eps -> adversarial image, perturbation, top-k, rank changes,
+                                   Grad-CAM of both
+    POST /api/train                training config -> a background job writing an ordinary run folder
+    GET  /api/jobs/{id}            state, progress, epochs, log tail
+    GET  /api/jobs/{id}/events     server-sent events with the same, until the job ends
+    POST /api/jobs/{id}/cancel     Ctrl-C for the job (it stays resumable)
+    POST /api/jobs/{id}/resume     continue an interrupted or cancelled job
+    GET  /api/reports              report folders written by ``robustcars report``; served under /reports/
+
+Pages (Jinja2, plain JavaScript, nothing from a CDN): ``/`` inference and live attacks, ``/train``, ``/runs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from ..errors import CheckpointError, ConfigError, DataError, RobustcarsError
+from ..registry import ARCHITECTURES, attack_names, check_eps, validate_params
+from .jobs import Busy, JobManager, UnknownJob
+from .paths import OutsideRoot, check_name, inside
+
+log = logging.getLogger("robustcars.web")
+HERE = Path(__file__).resolve().parent
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeSettings:
+    runs: Path
+    data: Path
+    reports: Path
+    host: str = "127.0.0.1"
+    token: str | None = None
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_jobs: int = 1
+
+    def validate(self) -> ServeSettings:
+        """Raises ConfigError: a public host without a token, or limits out of range."""
+        if self.host not in LOOPBACK and not self.token:
+            raise ConfigError(f"--host {self.host} is reachable from other machines: give --token or set "
+                              "$ROBUSTCARS_TOKEN (every API call must then carry it)")
+        if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.max_jobs < 1:
+            raise ConfigError("upload, pixel and job limits must be >= 1")
+        return self
+
+
+class TrainRequest(BaseModel):
+    """The training form; the same options as ``robustcars train``."""
+
+    name: str = Field(description="new run folder inside --runs")
+    data: str = Field(".", description="dataset folder, relative to --data")
+    arch: str = "efficientnet_lite0"
+    weights: str = Field("imagenet", pattern="^(imagenet|none)$")
+    epochs: int = Field(10, ge=1, le=500)
+    patience: int = Field(5, ge=1)
+    lr: float = Field(1e-3, gt=0, lt=1)
+    batch_size: int = Field(32, ge=1, le=1024)
+    img_size: int = Field(160, ge=16, le=1024)
+    freeze: int = Field(0, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    limit_per_class: int | None = Field(None, ge=1)
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    workers: int = Field(2, ge=0, le=16)
+    seed: int = 0
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """Build the app for ``settings`` (validated); the CLI runs it with uvicorn, tests with TestClient."""
+    from .inference import Models, attack_upload, predict_upload
+
+    settings.validate()
+    for root in (settings.runs, settings.reports):
+        root.mkdir(parents=True, exist_ok=True)
+    app = FastAPI(title="robustcars", description="Adversarial robustness of car classifiers: inference, live "
+                  "attacks and training.", version=_version())
+    jobs = JobManager(settings.runs, max_running=settings.max_jobs)
+    models = Models()
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.jobs, app.state.settings = jobs, settings
+    app.router.add_event_handler("shutdown", jobs.shutdown)
+
+    _error_handlers(app)
+
+    @app.middleware("http")
+    async def token_gate(request: Request, call_next):
+        """With a token, every /api/ and /reports/ request carries it: header, ?token= or the cookie that a page
+        opened with ?token= sets (so report pages and server-sent events work in a browser)."""
+        if settings.token is None:
+            return await call_next(request)
+        given = (request.headers.get("x-robustcars-token") or request.query_params.get("token")
+                 or request.cookies.get("robustcars_token") or "")
+        ok = secrets.compare_digest(given.encode(), settings.token.encode())
+        if request.url.path.startswith(("/api/", "/reports")) and not ok:
+            return error(401, "missing or wrong token (header X-Robustcars-Token, ?token= or the page's cookie)")
+        response = await call_next(request)
+        if ok and request.query_params.get("token"):
+            response.set_cookie("robustcars_token", settings.token, httponly=True, samesite="strict")
+        return response
+
+    def run_dir(name: str) -> Path:
+        path = inside(settings.runs, check_name(name, "run"))
+        if not (path / "best.pt").is_file():
+            raise HTTPException(404, f"no trained run {name!r} in {settings.runs}")
+        return path
+
+    async def read_upload(file: UploadFile) -> bytes:
+        data = await file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
+        if not data:
+            raise HTTPException(400, "empty upload")
+        return data
+
+    # --- pages ---
+    def page(template: str):
+        async def handler(request: Request) -> HTMLResponse:
+            return templates.TemplateResponse(request, template, {"attacks": attack_names(),
+                                                                   "archs": list(ARCHITECTURES)})
+        return handler
+
+    for url, template in (("/", "inference.html"), ("/train", "train.html"), ("/runs", "runs.html")):
+        app.add_api_route(url, page(template), methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.mount("/reports", StaticFiles(directory=str(settings.reports), html=True), name="reports")
+
+    # --- API ---
+    @app.get("/api/runs")
+    def runs() -> dict[str, Any]:
+        from .listing import list_runs
+
+        return {"runs": list_runs(settings.runs, jobs)}
+
+    @app.get("/api/reports")
+    def reports() -> dict[str, Any]:
+        from .listing import list_reports
+
+        return {"reports": list_reports(settings.reports)}
+
+    @app.post("/api/predict")
+    async def api_predict(file: Annotated[UploadFile, File()], run: Annotated[str, Form()],
+                          top_k: Annotated[int, Form(ge=1, le=1000)] = 15, cam: Annotated[bool, Form()] = False,
+                          prefilter: Annotated[bool, Form()] = False,
+                          threshold: Annotated[float, Form(ge=0, le=1)] = 0.1) -> dict[str, Any]:
+        data, path = await read_upload(file), run_dir(run)
+        return await asyncio.to_thread(predict_upload, models, path, data, file.filename or "upload", top_k=top_k,
+                                       cam=cam, prefilter=prefilter, threshold=threshold,
+                                       max_pixels=settings.max_pixels)
+
+    @app.post("/api/attack")
+    async def api_attack(file: Annotated[UploadFile, File()], run: Annotated[str, Form()],
+                         attack: Annotated[str, Form()] = "fgsm", eps: Annotated[float, Form()] = 0.01,
+                         params: Annotated[str, Form(description="JSON object of attack parameters")] = "{}",
+                         top_k: Annotated[int, Form(ge=1, le=1000)] = 5) -> dict[str, Any]:
+        check_eps([eps])
+        try:
+            given = json.loads(params)
+        except json.JSONDecodeError:
+            raise HTTPException(400, "params must be a JSON object") from None
+        if not isinstance(given, dict):
+            raise HTTPException(400, "params must be a JSON object")
+        values = validate_params(attack, given)
+        data, path = await read_upload(file), run_dir(run)
+        return await asyncio.to_thread(attack_upload, models, path, data, file.filename or "upload", attack=attack,
+                                       eps=eps, params={k: values[k] for k in given}, top_k=top_k,
+                                       max_pixels=settings.max_pixels)
+
+    @app.post("/api/train", status_code=202)
+    def api_train(req: TrainRequest) -> dict[str, Any]:
+        args = _train_args(req, settings)
+        job = jobs.start(req.name, args)
+        return {"job": job.id, "run": req.name, "status_url": f"/api/jobs/{job.id}"}
+
+    @app.get("/api/jobs/{job_id}")
+    def api_job(job_id: str) -> dict[str, Any]:
+        return jobs.status(job_id)
+
+    @app.get("/api/jobs/{job_id}/events")
+    async def api_job_events(job_id: str) -> StreamingResponse:
+        jobs.get(job_id)
+
+        async def stream():
+            last = None
+            while True:
+                status = jobs.status(job_id)
+                text = json.dumps(status)
+                if text != last:
+                    yield f"data: {text}\n\n"
+                    last = text
+                if status["state"] not in ("running",):
+                    yield "event: end\ndata: {}\n\n"
+                    return
+                await asyncio.sleep(0.5)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def api_cancel(job_id: str) -> dict[str, Any]:
+        jobs.cancel(job_id)
+        return {"job": job_id, "state": "cancelling"}
+
+    @app.post("/api/jobs/{job_id}/resume", status_code=202)
+    def api_resume(job_id: str) -> dict[str, Any]:
+        job = jobs.resume(job_id)
+        return {"job": job.id, "state": job.state}
+
+    return app
+
+
+def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
+    """``robustcars train`` options from the form, validated as the CLI would before anything starts.
+
+    Raises:
+        ConfigError: a bad name, an unknown architecture, a data folder outside ``--data`` or without data.
+    """
+    from ..config import TrainConfig
+
+    check_name(req.name, "run name")
+    if req.arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {req.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    data = inside(settings.data, req.data)
+    if not data.is_dir():
+        raise DataError(f"no dataset folder {req.data!r} in the data root")
+    cfg = TrainConfig(data=str(data), out=str(settings.runs / req.name), arch=req.arch, weights=req.weights,
+                      freeze=req.freeze, epochs=req.epochs, patience=req.patience, img_size=req.img_size,
+                      batch_size=req.batch_size, lr=req.lr, weight_decay=req.weight_decay,
+                      label_smoothing=req.label_smoothing, device=req.device, seed=req.seed, workers=req.workers,
+                      limit_per_class=req.limit_per_class, resize="squash").validate()
+    from ..data import load_cars
+
+    load_cars(cfg.data)  # the layout and classes, before a process is started
+    args = ["--data", cfg.data, "--arch", cfg.arch, "--weights", cfg.weights, "--epochs", str(cfg.epochs),
+            "--patience", str(cfg.patience), "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size),
+            "--img-size", str(cfg.img_size), "--freeze", str(cfg.freeze), "--weight-decay", str(cfg.weight_decay),
+            "--label-smoothing", str(cfg.label_smoothing), "--device", cfg.device, "--workers", str(cfg.workers),
+            "--seed", str(cfg.seed), "--resize", cfg.resize]
+    if cfg.limit_per_class:
+        args += ["--limit-per-class", str(cfg.limit_per_class)]
+    return args
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": message}``: 4xx for what the client can fix, 500 for a bug (logged here)."""
+    status_of = {OutsideRoot: 403, Busy: 409, UnknownJob: 404, CheckpointError: 422, DataError: 422,
+                 ConfigError: 400}
+
+    @app.exception_handler(RobustcarsError)
+    async def user_error(request: Request, exc: RobustcarsError) -> JSONResponse:
+        status = next((code for cls, code in status_of.items() if isinstance(exc, cls)), 400)
+        return error(status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors()]
+        return error(422, "; ".join(parts))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(500, f"unexpected {exc.__class__.__name__}: a bug in robustcars (details in the server log)")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,112 @@
+"""Inference and live attacks on one uploaded photo, with the same library functions the CLI uses."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..checkpoint import model_from_checkpoint, read_checkpoint
+from ..data import build_transform
+from ..explain import CarPrefilter, attention_records, cam_layer, grad_cam, overlay, predict, read_photo
+
+
+def png_data_url(rgb: np.ndarray) -> str:
+    """``rgb`` float (H, W, 3) in [0, 1] or (3, H, W) -> a ``data:image/png;base64,...`` URL."""
+    a = rgb.transpose(1, 2, 0) if rgb.shape[0] == 3 and rgb.ndim == 3 else rgb
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class Models:
+    """Loaded runs (by checkpoint path and modification time) and the car prefilter, shared by requests;
+    a lock serializes the computations (2 CPU cores: one at a time is the fastest anyway)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, float], tuple[Any, dict, Any]] = {}
+        self.prefilter: CarPrefilter | None = None
+        self.lock = threading.Lock()
+
+    def load(self, run: Path):
+        path = run / "best.pt"
+        key = (str(path), path.stat().st_mtime)
+        if key not in self.cache:
+            ckpt = read_checkpoint(path)
+            tf = build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop"))
+            self.cache = {key: (model_from_checkpoint(ckpt), ckpt, tf)}  # one run in memory at a time
+        return self.cache[key]
+
+    def car_prefilter(self, threshold: float) -> CarPrefilter:
+        if self.prefilter is None:
+            self.prefilter = CarPrefilter(threshold)
+        self.prefilter.threshold = threshold
+        return self.prefilter
+
+
+def _topk(p) -> list[dict[str, Any]]:
+    return [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in zip(p.classes, p.names, p.probs)]
+
+
+def predict_upload(models: Models, run: Path, data: bytes, name: str, *, top_k: int, cam: bool, prefilter: bool,
+                   threshold: float, max_pixels: int) -> dict[str, Any]:
+    """Top-k (and optionally Grad-CAM and the car verdict) of one uploaded photo."""
+    photo = read_photo(data, name=name, max_pixels=max_pixels)
+    with models.lock:
+        model, ckpt, tf = models.load(run)
+        x = tf(photo)[None]
+        [p] = predict(model, x, ckpt["class_names"], top_k)
+        out: dict[str, Any] = {"run": run.name, "image": png_data_url(x[0].numpy()), "top_k": _topk(p),
+                               "entropy_nats": round(p.entropy, 6)}
+        if cam:
+            [m] = grad_cam(model, x, [p.classes[0]], cam_layer(model, ckpt["arch"]))
+            out["cam"] = png_data_url(overlay(x[0].numpy(), m))
+        if prefilter:
+            pf = models.car_prefilter(threshold)
+            [v] = pf(pf.transform(photo)[None])
+            out["prefilter"] = {"is_car": v.is_car, "car_probability": round(v.car_probability, 6),
+                                "threshold": threshold, "imagenet_top5": [[n, round(q, 6)] for n, q in v.top5]}
+    return out
+
+
+def attack_upload(models: Models, run: Path, data: bytes, name: str, *, attack: str, eps: float,
+                  params: dict[str, Any], top_k: int, max_pixels: int) -> dict[str, Any]:
+    """Attack one uploaded photo (untargeted, its clean top-1 as the label) and describe what changed."""
+    from ..attacks import get_attack
+    from ..metrics import ranks_of
+
+    atk = get_attack(attack, **params)
+    photo = read_photo(data, name=name, max_pixels=max_pixels)
+    with models.lock:
+        model, ckpt, tf = models.load(run)
+        names = ckpt["class_names"]
+        x = tf(photo)[None]
+        [clean] = predict(model, x, names, top_k)
+        x_adv = atk(model, x, torch.tensor([clean.classes[0]]), [eps]).adv[0]
+        [adv] = predict(model, x_adv, names, top_k)
+        with torch.inference_mode():
+            [ranks] = ranks_of(model(x_adv), torch.tensor([clean.classes[:3]])).tolist()
+        [shift], [c_map], [a_map] = attention_records(model, cam_layer(model, ckpt["arch"]), x, x_adv,
+                                                      [clean.classes[0]], [adv.classes[0]])
+    delta = (x_adv - x)[0].numpy()
+    scale = max(float(np.abs(delta).max()), 1e-12)
+    return {
+        "run": run.name, "attack": attack, "eps": eps, "norm": atk.norm, "params": params,
+        "image": png_data_url(x[0].numpy()), "adversarial": png_data_url(x_adv[0].numpy()),
+        "perturbation": png_data_url(delta / (2 * scale) + 0.5), "magnification": round(0.5 / scale, 1),
+        "linf": round(float(np.abs(delta).max()), 7), "l2": round(float(np.linalg.norm(delta)), 6),
+        "clean": {"top_k": _topk(clean), "entropy_nats": round(clean.entropy, 6)},
+        "adversarial_prediction": {"top_k": _topk(adv), "entropy_nats": round(adv.entropy, 6)},
+        "fooled": adv.classes[0] != clean.classes[0],
+        "clean_top3_rank_change": [{"name": names[c], "clean_rank": i + 1, "adversarial_rank": r}
+                                   for i, (c, r) in enumerate(zip(clean.classes[:3], ranks))],
+        "cam": png_data_url(overlay(x[0].numpy(), c_map)),
+        "adversarial_cam": png_data_url(overlay(x_adv[0].numpy(), a_map)),
+        "attention_shift": shift,
+    }
