@@ -91,6 +91,14 @@ class AttackConfig:
     seed: int = 0
     workers: int = 2
     cam: int = 0  # images whose Grad-CAM attention shift (clean vs largest eps) is measured
+    # a model robustcars did not train (instead of `run`): spec, weights, class names, preprocessing
+    model: str | None = None  # torchvision:NAME | timm:NAME | package.module:factory
+    checkpoint: str | None = None
+    classes: str | None = None  # file with one class name a line (default: the data's class folders)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    img_size: int = 224
+    resize: str = "crop"
 
     def validate(self) -> AttackConfig:
         """Check every field and the attack's parameters (registry). Raises ConfigError."""
@@ -105,6 +113,10 @@ class AttackConfig:
             (self.examples >= 0, f"--examples must be >= 0, got {self.examples}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
             (self.cam >= 0, f"--cam must be >= 0, got {self.cam}"),
+            (16 <= self.img_size <= 1024, f"--img-size must be in [16, 1024] pixels, got {self.img_size}"),
+            (self.resize in ("crop", "squash"), f"--resize must be crop or squash, got {self.resize!r}"),
+            (self.model is None or self.run in ("", None), "give --run (a robustcars run) or --model, not both"),
+            (self.model is not None or bool(self.run), "give --run (a robustcars run) or --model (any model)"),
             (spec.kind != "single-step" or "target" not in self.params, f"{self.attack} cannot be targeted"),
         ]
         for ok, message in checks:

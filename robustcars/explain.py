@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,10 @@ def read_photo(source: str | Path | bytes, *, name: str | None = None, max_pixel
     path = name or (str(source) if not isinstance(source, bytes) else "upload")
     opened = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
     try:
-        with Image.open(opened) as im:
+        with warnings.catch_warnings():  # PIL warns above its own limit; ours is checked right below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(opened)
+        with im:
             if im.width * im.height > max_pixels:
                 raise DataError(f"{path}: {im.width}x{im.height} pixels is more than the {max_pixels:,} accepted")
             im.load()

@@ -37,15 +37,15 @@ from torch.utils.data import DataLoader
 from . import io as rio
 from .attack_state import KEPT_NAME, KeptImages, ResumeState
 from .attacks import Attack, get_attack, perturbation_norms
-from .checkpoint import model_from_checkpoint, read_checkpoint
 from .checks import sanity_checks
 from .config import AttackConfig
-from .data import CarsData, CarsDataset, Sample, build_transform, fingerprint, load_cars, subsample
+from .data import CarsData, CarsDataset, build_transform, fingerprint, load_cars, subsample
 from .errors import ConfigError, DataError, StorageError
 from .lock import process_lock
 from .metrics import entropy, ranks_of
 from .results import load_attack, read_records
 from .runtime import library_versions, resolve_device
+from .source import ModelSource, cam_module
 from .summary import TOPK, summarize
 
 SCHEMA_VERSION = 2  # 2: data.class_names and data.fingerprint in attack.json
@@ -63,13 +63,25 @@ class AttackReporter:
 
 
 @dataclass
+class ImageSet:
+    """The images to attack, in a fixed order: an id per image (its path relative to the data root, or ``#i``)
+    and ``subset(positions)``, a Dataset of ``(image (3, H, W) float32 in [0, 1], label)`` for those positions."""
+
+    ids: list[str]
+    subset: Callable[[list[int]], Any]
+    info: dict[str, Any]  # attack.json "data" section (root, layout, classes, class names, fingerprint)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
 class Prepared:
     """Everything resolved and validated before the first write."""
 
     cfg: AttackConfig
-    ckpt: dict[str, Any]
-    data: CarsData
-    samples: list[Sample]
+    source: ModelSource
+    images: ImageSet
     attack: Attack
 
     @property
@@ -77,34 +89,69 @@ class Prepared:
         return Path(self.cfg.out)
 
 
-def prepare(cfg: AttackConfig) -> Prepared:
-    """Validate the configuration, the run, the data and the attack against each other; write nothing.
+def _folder_images(root: str | Path, source_options: dict[str, Any], cfg: AttackConfig, img_size: int,
+                   resize: str) -> tuple[ImageSet, CarsData]:
+    data = load_cars(root, **source_options)
+    samples = data.split(cfg.split)
+    if cfg.max_images:
+        samples = subsample(samples, cfg.max_images, cfg.seed)
+    tf = build_transform(img_size, train=False, resize=resize)
+    info = {"root": str(data.root), "layout": data.layout, "split": cfg.split, "images": len(samples),
+            "classes": len(data.classes), "class_names": list(data.classes), "fingerprint": fingerprint(data)}
+    return ImageSet([os.path.relpath(s.path, data.root) for s in samples],
+                    lambda pos: CarsDataset([samples[i] for i in pos], tf), info), data
+
+
+def dataset_images(dataset: Any, class_names: list[str], cfg: AttackConfig) -> ImageSet:
+    """Any map-style Dataset of ``(image in [0, 1], label)`` (a seeded subset with ``cfg.max_images``)."""
+    from torch.utils.data import Subset
+
+    order = list(range(len(dataset)))
+    if cfg.max_images and cfg.max_images < len(order):
+        order = sorted(np.random.default_rng(cfg.seed).choice(len(order), size=cfg.max_images, replace=False).tolist())
+    info = {"root": None, "layout": type(dataset).__name__, "split": cfg.split, "images": len(order),
+            "classes": len(class_names), "class_names": list(class_names)}
+    return ImageSet([f"#{i}" for i in order], lambda pos: Subset(dataset, [order[i] for i in pos]), info)
+
+
+def prepare(cfg: AttackConfig, source: ModelSource | None = None, images: ImageSet | None = None) -> Prepared:
+    """Validate the configuration, the model, the data and the attack against each other; write nothing.
+
+    ``source``/``images`` come from :func:`robustcars.evaluate`; otherwise the model is ``cfg.run`` (a
+    robustcars run) or ``cfg.model`` (a spec with ``cfg.checkpoint``), and the images a class-folder dataset.
 
     Raises:
         ConfigError: a bad option, an ``--out`` that is a file, a target class outside the class count.
-        CheckpointError, DataError: as their messages say.
+        CheckpointError, DataError: as their messages say (a class count or class names that do not match).
     """
+    from .source import from_run, from_spec, read_class_names
+
     cfg.validate()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; choose a folder")
-    ckpt = read_checkpoint(cfg.run)
-    tcfg = ckpt["config"]
-    root = cfg.data or tcfg["data"]
-    data = load_cars(root, seed=tcfg.get("seed", 0), val_fraction=tcfg.get("val_fraction", 1 / 3),
-                     crop_to_bbox=tcfg.get("crop_to_bbox", True))
-    if len(data.classes) != ckpt["num_classes"]:
-        raise DataError(f"the run was trained on {ckpt['num_classes']} classes but {root} has {len(data.classes)}")
-    if list(data.classes) != list(ckpt["class_names"]):
-        raise DataError(f"class names in {root} differ from the run's (another dataset or class order)")
+    if source is None and cfg.model is None:
+        source = from_run(cfg.run)
+    if images is None:
+        root = cfg.data or (source.data_root if source else None)
+        if not root:
+            raise ConfigError("--data is needed: the images to attack (a class-folder dataset)")
+        opts = source.data_options if source else {}
+        img_size, resize = (source.img_size, source.resize) if source else (cfg.img_size, cfg.resize)
+        images, data = _folder_images(root, opts, cfg, img_size, resize)
+        if source is None:  # --model: class names from --classes, else the data's class folders
+            names = read_class_names(cfg.classes) if cfg.classes else list(data.classes)
+            source = from_spec(cfg.model, class_names=names, checkpoint=cfg.checkpoint, mean=cfg.mean, std=cfg.std,
+                               img_size=cfg.img_size, resize=cfg.resize)
+        if len(data.classes) != source.num_classes:
+            raise DataError(f"the model has {source.num_classes} classes but {root} has {len(data.classes)}")
+        if list(data.classes) != source.class_names:
+            raise DataError(f"class names in {root} differ from the model's (another dataset or class order)")
     target = cfg.params.get("target")
-    if isinstance(target, int) and not 0 <= target < ckpt["num_classes"]:
-        raise ConfigError(f"--target must be least_likely, runner_up or a class index in [0, {ckpt['num_classes']}), "
+    if isinstance(target, int) and not 0 <= target < source.num_classes:
+        raise ConfigError(f"--target must be least_likely, runner_up or a class index in [0, {source.num_classes}), "
                           f"got {target}")
-    samples = data.split(cfg.split)
-    if cfg.max_images:
-        samples = subsample(samples, cfg.max_images, cfg.seed)
-    return Prepared(cfg, ckpt, data, samples, get_attack(cfg.attack, **cfg.params))
+    return Prepared(cfg, source, images, get_attack(cfg.attack, **cfg.params))
 
 
 def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tuple[set[int], bool]:
@@ -220,7 +267,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     out = p.out
     d, device = D.init(resolve_device(cfg.device))
     with process_lock(out, d):
-        done, finished = open_folder(out, cfg, len(p.samples), resume=resume)
+        done, finished = open_folder(out, cfg, len(p.images), resume=resume)
         if D.broadcast(finished, d):
             if not d.is_main:
                 return {}
@@ -233,35 +280,30 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
                        command: str) -> dict[str, Any]:
     from . import distributed as D
 
-    cfg, out, samples = p.cfg, p.out, p.samples
+    cfg, out, n = p.cfg, p.out, len(p.images)
     my_path = out / ("records.jsonl" if not d.enabled else f"records.rank{d.rank}.jsonl")
     kept_path = out / (KEPT_NAME if not d.enabled else f"kept.rank{d.rank}.pt")
     D.barrier(d)
     _truncate_torn(my_path)
     rng = np.random.default_rng(cfg.seed)
-    kept = KeptImages(set(rng.choice(len(samples), size=min(cfg.examples, len(samples)), replace=False).tolist()),
+    kept = KeptImages(set(rng.choice(n, size=min(cfg.examples, n), replace=False).tolist()),
                       k=2 if cfg.examples else 0)
     if resume:
         kept.load(sorted(out.glob("kept*.pt")))
     if d.is_main:
-        ResumeState(cfg.fingerprint(), asdict(cfg), len(samples)).save(out)
+        ResumeState(cfg.fingerprint(), asdict(cfg), n).save(out)
     D.barrier(d)
 
-    model = model_from_checkpoint(p.ckpt).to(device)  # eval mode; the runner owns this model
-    cam_idx = _cam_indices(len(samples), cfg)
-    cam_layer_ = None
-    if cam_idx:
-        from .explain import cam_layer
-
-        cam_layer_ = cam_layer(model, p.ckpt["arch"])
-    mine = D.shard(len(samples), d, block=cfg.batch_size)
+    model = p.source.make().to(device)  # eval mode; the runner owns this model
+    cam_idx = _cam_indices(n, cfg)
+    cam_layer_ = cam_module(model, p.source) if cam_idx else None
+    mine = D.shard(n, d, block=cfg.batch_size)
     todo_idx = [i for i in mine if i not in done]
-    tf = build_transform(p.ckpt["img_size"], train=False, resize=p.ckpt.get("resize", "crop"))
-    loader = DataLoader(CarsDataset([samples[i] for i in todo_idx], tf), batch_size=cfg.batch_size, shuffle=False,
+    loader = DataLoader(p.images.subset(todo_idx), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
-    rep.start({"arch": p.ckpt["arch"], "attack": cfg.attack, "eps": cfg.eps, "norm": p.attack.norm,
-               "split": cfg.split, "images": len(samples), "resumed": len(done), "device": str(device),
-               "img_size": p.ckpt["img_size"], "world": d.world})
+    rep.start({"arch": p.source.arch, "attack": cfg.attack, "eps": cfg.eps, "norm": p.attack.norm,
+               "split": cfg.split, "images": n, "resumed": len(done), "device": str(device),
+               "img_size": p.source.img_size, "world": d.world})
     t0 = time.perf_counter()
     advance = rep.progress(len(mine), len(mine) - len(todo_idx))
     grad_zero: int | None = None  # known only for attacks that report it (FGSM)
@@ -280,8 +322,7 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             idx = todo_idx[position:position + len(y)]
             measured = [j for j, i in enumerate(idx) if i in cam_idx]
             attention = _attention(model, cam_layer_, x, adv[-1], scored, measured)
-            recs = batch_records(scored, idx, [os.path.relpath(samples[i].path, p.data.root) for i in idx], cfg.eps,
-                                 attention)
+            recs = batch_records(scored, idx, [p.images.ids[i] for i in idx], cfg.eps, attention)
             try:
                 _write_all(fh, "".join(json.dumps(r) + "\n" for r in recs).encode())
             except OSError as exc:
@@ -309,7 +350,7 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     cost = {"seconds": round(seconds, 2),
             "images_per_second": round(attacked / seconds, 2) if seconds and attacked else None,
             "forward_backward_passes_per_image": round(pass_total / attacked, 3) if attacked and pass_total else None,
-            "resumed_images": len(samples) - attacked, "processes": d.world}
+            "resumed_images": n - attacked, "processes": d.world}
     result = finish(p, kept, cost, grad_zero, attacked, str(device), command)
     for path in out.glob("kept*.pt"):
         path.unlink()
@@ -356,25 +397,19 @@ def _merge_shards(out: Path) -> None:
 def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int | None, attacked: int, device: str,
            command: str) -> dict[str, Any]:
     """Summary, checks, attack.json / attack.csv and the figures (from the kept images), then mark finished."""
-    cfg, out, ckpt = p.cfg, p.out, p.ckpt
+    cfg, out, n, names = p.cfg, p.out, len(p.images), p.source.class_names
     records = read_records(out / "records.jsonl").records
-    if len(records) != len(p.samples) or [r["index"] for r in records] != list(range(len(p.samples))):
-        raise DataError(f"{out / 'records.jsonl'} holds {len(records)} records for {len(p.samples)} images; "
-                        "rerun with --resume")
-    summary = summarize(records, cfg.eps, p.attack.name, p.attack.norm, num_classes=ckpt["num_classes"])
+    if len(records) != n or [r["index"] for r in records] != list(range(n)):
+        raise DataError(f"{out / 'records.jsonl'} holds {len(records)} records for {n} images; rerun with --resume")
+    summary = summarize(records, cfg.eps, p.attack.name, p.attack.norm, num_classes=len(names))
     summary["checks"] = sanity_checks(summary["rows"], records, cfg.eps, grad_zero, attacked, p.attack.norm)
-    tcfg = ckpt["config"]
     result = {
         "schema_version": SCHEMA_VERSION,
         "kind": "robustcars-attack",
         "command": command,
         "config": asdict(cfg),
-        "run": {"checkpoint": ckpt["path"], "arch": ckpt["arch"], "weights_origin": ckpt["weights_origin"],
-                "img_size": ckpt["img_size"], "resize": ckpt.get("resize", "crop"), "mean": ckpt["mean"],
-                "std": ckpt["std"], "epoch": ckpt["epoch"], "train_config": tcfg},
-        "data": {"root": str(p.data.root), "layout": p.data.layout, "split": cfg.split, "images": len(p.samples),
-                 "classes": len(p.data.classes), "class_names": list(p.data.classes),
-                 "fingerprint": fingerprint(p.data)},
+        "run": p.source.info,
+        "data": p.images.info,
         "threat_model": {"norm": p.attack.norm, "eps": cfg.eps, "pixel_scale": "[0, 1]",
                          "targeted": getattr(p.attack, "targeted", False), "params": cfg.params},
         # cost of THIS invocation: images attacked by an earlier, interrupted one are `resumed_images`
@@ -387,14 +422,12 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
 
     cam = None
     if cfg.cam and kept.examples:
-        from .explain import cam_layer
-
-        model = model_from_checkpoint(ckpt)
-        cam = (model, cam_layer(model, ckpt["arch"]))
-    figs = attack_figures(records, kept, cfg, p.attack.name, p.attack.norm, list(p.data.classes), out / "figures",
+        model = p.source.make()
+        cam = (model, cam_module(model, p.source))
+    figs = attack_figures(records, kept, cfg, p.attack.name, p.attack.norm, names, out / "figures",
                           summary.get("min_norms"), cam)
     result["figures"] = [os.path.relpath(f, out) for f in figs]  # relative to the attack folder
     rio.write_csv(out / "attack.csv", summary["rows"])
     rio.write_json(out / "attack.json", result)
-    ResumeState(cfg.fingerprint(), asdict(cfg), len(p.samples), finished=True).save(out)
+    ResumeState(cfg.fingerprint(), asdict(cfg), n, finished=True).save(out)
     return result

@@ -88,7 +88,7 @@ def test_attack_resume_after_a_torn_write(trained_run, tmp_path):
     (["attack", "--run", "{tmp}/missing"], "missing not found (a run folder or a checkpoint .pt file)"),
     (["attack", "--run", "{run}", "--eps", "1.5", "--out", "{tmp}/a"], "eps must be a number in [0, 1]"),
     (["attack", "--run", "{run}", "--attack", "pgdd", "--out", "{tmp}/a"], "'pgdd' is not one of 'bim', 'cw_l2'"),
-    (["attack", "--run", "{run}", "--data", "{tmp}/four", "--out", "{tmp}/a"], "trained on 3 classes but"),
+    (["attack", "--run", "{run}", "--data", "{tmp}/four", "--out", "{tmp}/a"], "the model has 3 classes but"),
     (["train", "--data", "{data}", "--out", "{run}", "--weights", "none"], "already holds a run"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained_run, tmp_path, args, message):

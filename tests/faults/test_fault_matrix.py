@@ -149,7 +149,7 @@ CASES = [
     Case("garbage checkpoint", A + ["--run", "{root}/garbage.pt", "--out", "{root}/n1"], "cannot read checkpoint",
          new=["n1"]),
     Case("data of another class count", A + ["--data", "{root}/four", "--out", "{root}/n1"],
-         "trained on 3 classes", new=["n1"]),
+         "the model has 3 classes but", new=["n1"]),
     Case("train over an existing run", ["train", "--data", "{data}", "--out", "{run}", "--weights", "none"],
          "already holds a run; pass --resume"),
     Case("resume nothing", ["train", "--out", "{root}/n2", "--resume"], "nothing to resume", new=["n2"]),
