@@ -172,6 +172,19 @@ def _parse_param(text: str) -> tuple[str, Any]:
     return key, raw
 
 
+def _floats(text: str | None, option: str) -> list[float] | None:
+    """``0.485,0.456,0.406`` -> three floats (None stays None)."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} takes three numbers separated by commas, got {text!r}") from None
+    if len(values) != 3:
+        raise ConfigError(f"{option} takes three numbers separated by commas, got {text!r}")
+    return values
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; choose a folder")
@@ -258,7 +271,14 @@ def _print_attack_result(result: dict[str, Any], files: str) -> None:
 @app.command()
 def attack(
     ctx: typer.Context,
-    run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.")],
+    run: Annotated[Path | None, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(help="Instead of --run, any model: torchvision:NAME, timm:NAME or package.module:factory (built with num_classes = the number of classes); needs --data.", show_default=False)] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights for --model: a state dict, or one under 'state_dict'/'model'/'model_state_dict' (module. prefixes stripped); read with weights_only=True.", show_default=False)] = None,
+    classes: Annotated[Path | None, typer.Option(help="For --model: a file with the class names, one a line, in the model's output order \\[default: the data's class folders, sorted].", show_default=False)] = None,
+    mean: Annotated[str | None, typer.Option(help="For --model: the per-channel mean it expects, e.g. 0.485,0.456,0.406 (with --std; default: none, [0, 1] pixels go in as they are).", show_default=False)] = None,
+    std: Annotated[str | None, typer.Option(help="For --model: the per-channel std it expects, e.g. 0.229,0.224,0.225.", show_default=False)] = None,
+    img_size: Annotated[int, typer.Option(min=16, max=1024, help="For --model: square input size in pixels.")] = 224,
+    resize: Annotated[Resize, typer.Option(help="For --model: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size.")] = Resize.crop,
     eps: Annotated[list[float] | None, typer.Option(help="Budget in [0, 1] pixel scale, an L∞ or L2 radius as the attack's norm says (see --attack); 0.01 ≈ 2.55/255 in L∞; repeat for a sweep \\[default: 0.01].")] = None,
     suite: Annotated[Path | None, typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
     attack_name: Annotated[AttackName, typer.Option("--attack", help=f"Attack (norm, source): {attack_help()}. Minimum-norm attacks report robust accuracy at every eps from per-image minimal norms.")] = AttackName.fgsm,
@@ -289,10 +309,21 @@ def attack(
                    if v is not None})
     if early_stop:
         params["early_stop"] = True
-    run_dir = run if run.is_dir() else run.parent
-    base = dict(run=str(run), split=split.value, batch_size=batch_size, device=device.value,
+    if (run is None) == (model is None):
+        raise ConfigError("give --run (a robustcars run) or --model (any model), one of the two")
+    if model is not None:
+        if out is None or data is None:
+            raise ConfigError("--model needs --data (the images) and --out (where the results go)")
+        run_dir = out.parent
+    else:
+        if any(v is not None for v in (checkpoint, classes, mean, std)):
+            raise ConfigError("--checkpoint, --classes, --mean and --std go with --model (a run carries its own)")
+        run_dir = run if run.is_dir() else run.parent
+    base = dict(run=str(run) if run else "", split=split.value, batch_size=batch_size, device=device.value,
                 data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
-                workers=workers, cam=cam)
+                workers=workers, cam=cam, model=model, checkpoint=str(checkpoint) if checkpoint else None,
+                classes=str(classes) if classes else None, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                img_size=img_size, resize=resize.value)
     if suite is not None:
         if eps or params or attack_name != AttackName.fgsm:
             raise ConfigError("--suite defines attacks, eps and parameters; drop --attack/--eps/--steps/--param/...")
@@ -307,8 +338,10 @@ def attack(
         cfg = AttackConfig(out=str(out), eps=list(eps or [0.01]), attack=attack_name.value, params=params, **base)
         cfg.validate()
     _check_out(out)
-    if not Path(run).exists():
+    if run is not None and not Path(run).exists():
         raise ConfigError(f"--run {run} not found (a run folder or a checkpoint .pt file)")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ConfigError(f"--checkpoint {checkpoint} not found")
 
     from . import distributed as D
     from .console import RichAttackReporter

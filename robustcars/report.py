@@ -42,7 +42,7 @@ class ModelResults:
 
     key: str
     run_dir: Path | None
-    checkpoint: Path
+    checkpoint: Path | None  # None: a model given as a Python object (robustcars.evaluate)
     attacks: list[AttackResult] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -89,9 +89,14 @@ def collect(paths: list[Path]) -> list[ModelResults]:
             continue
         seen.add(d.resolve())
         res = load_attack(d)
-        ckpt = Path(res.meta["run"]["checkpoint"])
-        key = str(ckpt.resolve())
-        run_dir = ckpt.parent if (ckpt.parent / "metrics.json").exists() else None
+        info = res.meta["run"]
+        if info.get("checkpoint"):
+            ckpt = Path(info["checkpoint"])
+            key = str(ckpt.resolve())
+            run_dir = ckpt.parent if (ckpt.parent / "metrics.json").exists() else None
+        else:  # a model handed over as a Python object: one model per label and weights
+            ckpt, run_dir = None, None
+            key = f"model:{info.get('arch')}:{info.get('weights_origin')}"
         models.setdefault(key, ModelResults(key, run_dir, ckpt)).attacks.append(res)
     for m in models.values():
         if m.run_dir is not None:
@@ -150,7 +155,7 @@ def _class_names(m: ModelResults) -> list[str] | None:
     for a in m.attacks:
         if a.class_names:
             return a.class_names
-    if m.attacks and m.checkpoint.is_file():
+    if m.attacks and m.checkpoint is not None and m.checkpoint.is_file():
         from .checkpoint import read_checkpoint
 
         return read_checkpoint(m.checkpoint)["class_names"]
@@ -158,9 +163,10 @@ def _class_names(m: ModelResults) -> list[str] | None:
 
 
 def model_name(m: ModelResults) -> str:
-    c = m.config
+    c = m.config or (m.attacks[0].meta["run"] if m.attacks else {})
     frozen = f", freeze {c.get('freeze')}" if c.get("freeze") else ""
-    return f"{c.get('arch', '?')} ({c.get('weights', '?')}{frozen}, {c.get('img_size', '?')} px)"
+    weights = c.get("weights", c.get("weights_origin", "?"))
+    return f"{c.get('arch', '?')} ({weights}{frozen}, {c.get('img_size', '?')} px)"
 
 
 PANELS = ("all", "extremes", "none")
@@ -266,8 +272,8 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str
 
     figdir = out / "figures"
     entry: dict[str, Any] = {
-        "id": slug, "name": model_name(m), "checkpoint": str(m.checkpoint),
-        "checkpoint_sha256": sha256_file(m.checkpoint),
+        "id": slug, "name": model_name(m), "checkpoint": str(m.checkpoint) if m.checkpoint else None,
+        "checkpoint_sha256": sha256_file(m.checkpoint) if m.checkpoint else None,
         "config": m.config, "metrics": m.metrics, "commands": m.metrics.get("commands", []), "figures": {},
         "attacks": [],
     }
@@ -412,7 +418,8 @@ def _sections(report: dict[str, Any]):
         met = m["metrics"]
         yield "table", (["checkpoint", "sha256", "weights", "frozen", "best epoch", "clean test accuracy",
                          "clean test macro-F1"],
-                        [[m["checkpoint"], (m["checkpoint_sha256"] or "–")[:16], str(m["config"].get("weights", "–")),
+                        [[m["checkpoint"] or "– (a Python object)", (m["checkpoint_sha256"] or "–")[:16],
+                          str(m["config"].get("weights", "–")),
                           ", ".join(met.get("frozen", [])) or "none", _f(met.get("best_epoch")),
                           _f(met.get("test_acc"), 4), _f(met.get("test_f1"), 4)]])
         for key in ("learning_curves", "confusion", "robustness_curves"):

@@ -114,7 +114,8 @@ def dataset_images(dataset: Any, class_names: list[str], cfg: AttackConfig) -> I
     return ImageSet([f"#{i}" for i in order], lambda pos: Subset(dataset, [order[i] for i in pos]), info)
 
 
-def prepare(cfg: AttackConfig, source: ModelSource | None = None, images: ImageSet | None = None) -> Prepared:
+def prepare(cfg: AttackConfig, source: ModelSource | None = None,
+            images: ImageSet | Callable[[AttackConfig], ImageSet] | None = None) -> Prepared:
     """Validate the configuration, the model, the data and the attack against each other; write nothing.
 
     ``source``/``images`` come from :func:`robustcars.evaluate`; otherwise the model is ``cfg.run`` (a
@@ -132,6 +133,8 @@ def prepare(cfg: AttackConfig, source: ModelSource | None = None, images: ImageS
         raise ConfigError(f"--out {out} is a file; choose a folder")
     if source is None and cfg.model is None:
         source = from_run(cfg.run)
+    if callable(images):  # a factory: this configuration's images (its split, subset and seed)
+        images = images(cfg)
     if images is None:
         root = cfg.data or (source.data_root if source else None)
         if not root:
@@ -250,7 +253,8 @@ def batch_records(scored: dict[str, Any], indices: list[int], paths: list[str], 
 
 
 def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackReporter | None = None,
-               command: str = "") -> dict[str, Any]:
+               command: str = "", source: ModelSource | None = None,
+               images: ImageSet | Callable[[AttackConfig], ImageSet] | None = None) -> dict[str, Any]:
     """Attack every image of ``cfg.split`` and write the files listed in the module docstring.
 
     Returns the ``attack.json`` content (``{}`` on a non-zero torchrun rank). A finished attack resumed again
@@ -263,7 +267,7 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
     from . import distributed as D
 
     rep = reporter or AttackReporter()
-    p = prepare(cfg)
+    p = prepare(cfg, source, images)
     out = p.out
     d, device = D.init(resolve_device(cfg.device))
     with process_lock(out, d):

@@ -108,7 +108,7 @@ def entry_config(base, entry: SuiteEntry, out: Path):
                    out=str(out / entry.label), max_images=entry.max_images or base.max_images)
 
 
-def _precheck(configs: list, labels: list[str], resume: bool) -> None:
+def _precheck(configs: list, labels: list[str], resume: bool, source=None, images=None) -> None:
     """Everything that could stop the suite half-way is checked before its first attack: each entry against
     the run and data (targets, classes, folders), and the resume rules of each entry folder."""
     from .attack_state import ResumeState
@@ -116,7 +116,7 @@ def _precheck(configs: list, labels: list[str], resume: bool) -> None:
 
     for label, cfg in zip(labels, configs):
         try:
-            prepare(cfg)
+            prepare(cfg, source, images)
             out = Path(cfg.out)
             if (out / "records.jsonl").exists() or any(out.glob("records.rank*.jsonl")):
                 if not resume:
@@ -130,7 +130,8 @@ def _precheck(configs: list, labels: list[str], resume: bool) -> None:
             raise type(exc)(f"suite entry {label!r}: {exc}") from None
 
 
-def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, command: str = "") -> dict[str, Any]:
+def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, command: str = "", source=None,
+              images=None) -> dict[str, Any]:
     """Run every entry of ``suite`` with :func:`robustcars.runner.run_attack` into ``base.out/<label>`` and write
     ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them.
 
@@ -148,12 +149,13 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
     configs = [entry_config(base, e, out) for e in suite.entries]
     for c in configs:
         c.validate()
-    _precheck(configs, [e.label for e in suite.entries], resume)
+    _precheck(configs, [e.label for e in suite.entries], resume, source, images)
     d, _ = D.init(resolve_device(base.device))
     with process_lock(out, d):
         results = {}
         for entry, cfg in zip(suite.entries, configs):
-            results[entry.label] = run_attack(cfg, resume=resume, reporter=reporter, command=command)
+            results[entry.label] = run_attack(cfg, resume=resume, reporter=reporter, command=command, source=source,
+                                              images=images)
         if not all(results.values()):  # a non-zero torchrun rank: rank 0 writes the summary
             return {}
         summary = _summary(suite, results, out, command, SCHEMA_VERSION, load_attack)
