@@ -79,16 +79,9 @@ def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: 
         row[2].set_title("adversarial", fontsize=8)
         for ax in row[:3]:
             ax.axis("off")
-        bars = ((row[3], "clean_top", "tab:blue", "clean"), (row[4], "adv_top", "tab:red", "adversarial"))
-        for ax, key, color, name in bars:
-            top = ex[key]
-            ys = np.arange(len(top))[::-1]
-            ax.barh(ys, [p for _, p in top], color=color, alpha=0.35)
-            for yy, (c, p) in zip(ys, top):
-                ax.text(0.02, yy, f"{_short(class_names[c], 30)}  {p:.2f}", va="center", fontsize=7)
-            ax.set_yticks([])
-            ax.set_xlim(0, 1)
-            ax.set_title(f"{name} top-3 (softmax probability)", fontsize=8)
+        for ax, key, color, name in ((row[3], "clean_top", "tab:blue", "clean"),
+                                     (row[4], "adv_top", "tab:red", "adversarial")):
+            _topk_bars(ax, [(class_names[c], p) for c, p in ex[key]], color, f"{name} top-3 (softmax probability)")
         row[5].axis("off")
         cells = [[_short(class_names[c], 24), str(j + 1), str(r), f"{r - (j + 1):+d}"]
                  for j, ((c, _), r) in enumerate(zip(ex["clean_top"], ex["ranks"]))]

@@ -326,6 +326,7 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             idx = todo_idx[position:position + len(y)]
             measured = [j for j, i in enumerate(idx) if i in cam_idx]
             attention = _attention(model, cam_layer_, x, adv[-1], scored, measured)
+            pass_total += 2 * len(attention)  # Grad-CAM: one forward+backward each for clean and adversarial
             recs = batch_records(scored, idx, [p.images.ids[i] for i in idx], cfg.eps, attention)
             try:
                 _write_all(fh, "".join(json.dumps(r) + "\n" for r in recs).encode())

@@ -68,6 +68,12 @@ def make_loader(dataset: CarsDataset, batch_size: int, *, shuffle: bool, workers
     )
 
 
+def images_per_epoch(loader: DataLoader) -> int:
+    """Images this process's loader yields in one epoch (an incomplete last batch dropped, if it is)."""
+    n = len(loader.sampler)
+    return n - n % loader.batch_size if loader.drop_last else n
+
+
 def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
@@ -295,7 +301,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
             train_loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(net, train_loader, optimizer, criterion, device, frozen=frozen, scaler=scaler,
-                             on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} train", len(train_samples)))
+                             on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} train", images_per_epoch(train_loader)))
         rep.end_phase()
         va = evaluate(model, val_loader, device, criterion=criterion,
                       on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} val", len(data.split("val"))))

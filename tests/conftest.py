@@ -41,3 +41,22 @@ def tiny_data(tmp_path: Path) -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(2)
+
+
+def invoke_cli(*args, env=None):
+    """Run the CLI in-process (Typer's CliRunner); arguments may be paths or numbers."""
+    from typer.testing import CliRunner
+
+    from robustcars.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def train_tiny_run(root: Path, *, epochs: int = 1, extra: tuple = ()) -> tuple[Path, Path]:
+    """A 3-class generated dataset under ``root/cars`` and a ResNet-18 trained on it at 32 px in ``root/run``."""
+    data = make_folder_dataset(root / "cars")
+    run = root / "run"
+    r = invoke_cli("train", "--data", data, "--out", run, "--arch", "resnet18", "--weights", "none", "--epochs", epochs,
+                   "--img-size", 32, "--batch-size", 8, "--workers", 0, *extra)
+    assert r.exit_code == 0, r.output
+    return data, run

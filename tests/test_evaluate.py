@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import robustcars
 from robustcars.cli import app
 
-from .conftest import make_folder_dataset
+from .conftest import train_tiny_run
 
 runner = CliRunner()
 ATTACK = ["--eps", "0.02", "--eps", "0.05", "--batch-size", "4", "--workers", "0", "--examples", "2"]
@@ -29,11 +29,7 @@ def records(folder):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("anymodel")
-    data = make_folder_dataset(root / "cars")
-    run = root / "run"
-    r = invoke("train", "--data", data, "--out", run, "--arch", "resnet18", "--weights", "none", "--epochs", 1,
-               "--img-size", 32, "--batch-size", 8, "--workers", 0, "--resize", "squash")
-    assert r.exit_code == 0, r.output
+    data, run = train_tiny_run(root, extra=("--resize", "squash"))
     r = invoke("attack", "--run", run, *ATTACK, "--out", root / "cli")
     assert r.exit_code == 0, r.output
     ckpt = torch.load(run / "best.pt", weights_only=True)

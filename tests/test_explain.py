@@ -17,7 +17,7 @@ from robustcars.cli import app
 from robustcars.errors import ConfigError, DataError
 from robustcars.explain import attention_shift, expand_inputs, grad_cam, load_photos, predict, read_photo
 
-from .conftest import SHARED, make_folder_dataset
+from .conftest import SHARED, train_tiny_run
 
 runner = CliRunner()
 REAL_PHOTOS = ["astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass", "gravel",
@@ -168,13 +168,7 @@ def test_prefilter_passes_real_cars(prefilter):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("explain")
-    data = make_folder_dataset(root / "cars")
-    run = root / "run"
-    r = invoke("train", "--data", data, "--out", run, "--arch", "resnet18", "--weights", "none", "--epochs", 1,
-               "--img-size", 32, "--batch-size", 8, "--workers", 0)
-    assert r.exit_code == 0, r.output
-    return data, run
+    return train_tiny_run(tmp_path_factory.mktemp("explain"))
 
 
 def test_predict_command_with_attack_cam_and_bad_files(trained, tmp_path):

@@ -20,7 +20,7 @@ from robustcars.checks import suite_checks
 from robustcars.cli import app
 from robustcars.console import PlainProgress
 
-from .conftest import make_folder_dataset
+from .conftest import make_folder_dataset, train_tiny_run
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,13 +32,7 @@ def invoke(*args, env=None):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rel")
-    data = make_folder_dataset(root / "cars")
-    run = root / "run"
-    r = invoke("train", "--data", data, "--out", run, "--arch", "resnet18", "--weights", "none", "--epochs", 2,
-               "--img-size", 32, "--batch-size", 8, "--workers", 0)
-    assert r.exit_code == 0, r.output
-    return data, run
+    return train_tiny_run(tmp_path_factory.mktemp("rel"), epochs=2)
 
 
 # --- wrong numbers, silently ---------------------------------------------------------------------------

@@ -80,3 +80,18 @@ def test_frozen_layers_do_not_change(tiny_data, tmp_path):
     assert torch.equal(trained["model.layer1.0.conv1.weight"], init.model.layer1[0].conv1.weight)
     assert torch.equal(trained["model.bn1.running_mean"], init.model.bn1.running_mean)  # frozen BN in eval mode
     assert not torch.equal(trained["model.fc.weight"], init.model.fc.weight)
+
+
+def test_the_train_phase_counts_the_images_it_yields(tmp_path):
+    """With drop_last the progress total is the images actually trained on, so the bar reaches 100 %."""
+    from robustcars.data import CarsDataset, build_transform, load_cars
+    from robustcars.train import images_per_epoch, make_loader
+
+    from .conftest import make_folder_dataset
+
+    data = load_cars(make_folder_dataset(tmp_path / "cars"))  # 18 training images
+    ds = CarsDataset(data.split("train"), build_transform(32, train=True))
+    loader = make_loader(ds, 8, shuffle=True, workers=0, device=torch.device("cpu"))
+    assert images_per_epoch(loader) == 16 == sum(len(y) for _, y in loader)
+    loader = make_loader(ds, 8, shuffle=False, workers=0, device=torch.device("cpu"))
+    assert images_per_epoch(loader) == 18 == sum(len(y) for _, y in loader)

@@ -158,7 +158,7 @@ def test_a_training_job_writes_an_ordinary_run(client, roots):
     s = _wait(client, "job1")
     assert s["state"] == "done" and s["progress"] == 1.0 and len(s["history"]) == 1
     assert (runs / "job1" / "best.pt").is_file() and (runs / "job1" / "train.log").is_file()
-    assert any("epoch 1/1 train" in line for line in s["log"])
+    assert any("epoch 1/1 train" in line for line in s["log"]), s["log"]
     events = client.get("/api/jobs/job1/events").text
     assert events.startswith("data: {") and "event: end" in events
     listed = [x for x in client.get("/api/runs").json()["runs"] if x["name"] == "job1"]

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from robustcars.cli import app
 from robustcars.lock import output_lock
 
-from ..conftest import make_folder_dataset
+from ..conftest import make_folder_dataset, train_tiny_run
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,11 +55,7 @@ def bomb_png(path: Path, side: int = 14_000) -> None:
 def world(tmp_path_factory):
     """A trained run with a finished attack inside it, and material for the bad cases."""
     root = tmp_path_factory.mktemp("faults")
-    data = make_folder_dataset(root / "cars")
-    run = root / "run"
-    r = invoke("train", "--data", data, "--out", run, "--arch", "resnet18", "--weights", "none", "--epochs", 1,
-               "--img-size", 32, "--batch-size", 8, "--workers", 0)
-    assert r.exit_code == 0, r.output
+    data, run = train_tiny_run(root)
     atk = run / "attack-fgsm"
     r = invoke("attack", "--run", run, "--eps", 0.05, "--batch-size", 4, "--workers", 0, "--out", atk)
     assert r.exit_code == 0, r.output
