@@ -1,6 +1,6 @@
 """robustcars: adversarial-robustness evaluation of fine-grained car classifiers (Stanford Cars)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def evaluate(*args, **kwargs):
