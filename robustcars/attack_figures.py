@@ -48,8 +48,10 @@ def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackC
             paths.append(attack_panel([_panel_row(ex, j, j) for ex in examples], class_names,
                                       f"{attack.upper()} eps = {e:g} ({unit}, pixel scale)",
                                       folder / f"panel_{attack}_eps{e:g}.png"))
+    e_max = cfg.eps[-1]
     if examples and cam is not None:
-        paths.append(_cam_panel(examples, cam, cfg, attack, class_names, folder))
+        paths.append(_cam_panel(examples, cam, class_names, f"{attack.upper()} eps = {e_max:g}: where the model "
+                                "looks, clean vs adversarial", folder / f"cam_{attack}_eps{e_max:g}.png"))
     j = len(cfg.eps) - 1
     most, least = extreme_images([e["record"] for e in kept.extremes.values()], j, kept.k)
     if most or least:
@@ -57,12 +59,18 @@ def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackC
         title = (f"{attack.upper()} eps = {cfg.eps[j]:g}: the {len(most)} most affected (top rows) and "
                  f"{len(least)} least affected images")
         paths.append(attack_panel(rows, class_names, title, folder / f"panel_{attack}_extremes_eps{cfg.eps[j]:g}.png"))
+        if cam is not None:
+            paths.append(_cam_panel([kept.extremes[i] for i in most + least], cam, class_names,
+                                    f"{attack.upper()} eps = {e_max:g}: where the model looks — the {len(most)} most "
+                                    f"(top rows) and {len(least)} least affected images",
+                                    folder / f"cam_{attack}_extremes_eps{e_max:g}.png"))
     return [str(p) for p in paths]
 
 
-def _cam_panel(examples: list[dict[str, Any]], cam: tuple[Any, Any], cfg: AttackConfig, attack: str,
-               class_names: list[str], folder: Path) -> Path:
-    """Grad-CAM of the kept example images, clean (clean top-1) vs adversarial at the largest eps (its top-1)."""
+def _cam_panel(examples: list[dict[str, Any]], cam: tuple[Any, Any], class_names: list[str], title: str,
+               path: Path) -> Path:
+    """Grad-CAM of kept images, clean (clean top-1) vs adversarial at the largest eps (its top-1); each kept
+    entry's last adversarial image is the one at the largest eps."""
     import torch
 
     from .explain import attention_records, overlay
@@ -81,6 +89,4 @@ def _cam_panel(examples: list[dict[str, Any]], cam: tuple[Any, Any], cfg: Attack
                      "adv_cam": overlay(im_adv, a), "shift": s,
                      "top": [(class_names[k], p) for k, p in zip(r["clean_top3"], r["clean_top3_prob"])],
                      "adv_top": [(class_names[k], p) for k, p in zip(last["top3"], last["top3_prob"])]})
-    e_max = cfg.eps[-1]
-    return cam_panel(rows, f"{attack.upper()} eps = {e_max:g}: where the model looks, clean vs adversarial",
-                     folder / f"cam_{attack}_eps{e_max:g}.png")
+    return cam_panel(rows, title, path)

@@ -342,10 +342,10 @@ def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str]
             dest = figdir / f"{slug}_{label}_{p.name}"
             rio.write_bytes(dest, p.read_bytes())
             att["figures"]["panels"].append(_rel(dest, out))
-        elif p.name.startswith("cam_") and p.is_file():  # the Grad-CAM panel (attack --cam)
+        elif p.name.startswith("cam_") and p.is_file():  # Grad-CAM panels (attack --cam): examples, extremes
             dest = figdir / f"{slug}_{label}_{p.name}"
             rio.write_bytes(dest, p.read_bytes())
-            att["figures"]["cam"] = _rel(dest, out)
+            att["figures"].setdefault("cam", []).append(_rel(dest, out))
     if "attention_shift" in meta:
         att["attention_shift"] = meta["attention_shift"]
     return att
@@ -459,8 +459,8 @@ def _sections(report: dict[str, Any]):
                           _f(s["pearson_median"]), _f(s["top_kept_mean"]), str(s["flat_maps"])]
                          for m, a in looks for s in [a["attention_shift"]]])
         for _, a in looks:
-            if a["figures"].get("cam"):
-                yield "img", a["figures"]["cam"]
+            for panel in a["figures"].get("cam", []):
+                yield "img", panel
     yield "h2", "Reproducibility"
     rows = [["robustcars", rep["robustcars_version"]], ["git commit", rep["git_commit"] or "unknown"],
             ["report command", rep["report_command"] or "–"]] + [[k, v] for k, v in rep["versions"].items()]

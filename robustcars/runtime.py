@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so commands that fail early never wait for it
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -18,6 +19,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     Raises:
         ConfigError: unknown name, or ``cuda`` asked for on a machine without a GPU.
     """
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -31,6 +34,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch for a run (called once by the CLI); returns a torch generator."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -41,6 +47,8 @@ def set_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {threads}")
+        import torch
+
         torch.set_num_threads(threads)
 
 
