@@ -120,6 +120,7 @@ class AttackSpec:
     params: tuple[Param, ...] = ()
     factory: str = ""  # "module:callable", imported only when the attack is built
     minimizes: str | None = None  # min-norm attacks whose objective is the norm they report (EAD's is not)
+    min_classes: int = 2  # e.g. 4 for APGD-T, whose targeted DLR loss reads the four largest logits
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -203,6 +204,29 @@ for _spec in (
               "step-size search")), _FOOLBOX, minimizes="l2"),
 ):
     register_attack(_spec)
+
+# AutoAttack (Croce & Hein, ICML 2020) through its official code; defaults are its standard version's.
+_AA = "robustcars.attacks.autoattack_adapter:build"
+_AA_ITER = Param("n_iter", integer(1), 100, "iterations")
+_AA_RESTARTS = Param("n_restarts", integer(1), 1, "restarts")
+_AA_TARGETS = Param("n_target_classes", integer(1, 999), 9, "target classes (the top ones after the true class)")
+_AA_QUERIES = Param("n_queries", integer(1), 5000, "queries of the Square Attack")
+_AA_SEED = Param("seed", integer(0), 0, "seed (the caller's random state is left untouched)")
+for _norm, _suffix, _unit in (("linf", "", "L∞"), ("l2", "_l2", "L2")):
+    for _spec in (
+        AttackSpec(f"apgd_ce{_suffix}", _norm, "reference", "autoattack", f"APGD-CE {_unit} (AutoAttack)",
+                   (_AA_ITER, _AA_RESTARTS, _AA_SEED), _AA),
+        AttackSpec(f"apgd_t{_suffix}", _norm, "reference", "autoattack", f"APGD-T {_unit}, targeted DLR (AutoAttack)",
+                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_SEED), _AA, min_classes=4),
+        AttackSpec(f"fab_t{_suffix}", _norm, "reference", "autoattack", f"FAB-T {_unit}, targeted (AutoAttack)",
+                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_SEED), _AA),
+        AttackSpec(f"square{_suffix}", _norm, "reference", "autoattack", f"Square {_unit}, query-based (AutoAttack)",
+                   (_AA_QUERIES, _AA_RESTARTS, _AA_SEED), _AA),
+        AttackSpec(f"autoattack{_suffix}", _norm, "reference", "autoattack",
+                   f"AutoAttack standard {_unit}: APGD-CE, APGD-T, FAB-T, Square on what is left",
+                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_QUERIES, _AA_SEED), _AA, min_classes=4),
+    ):
+        register_attack(_spec)
 
 
 def attack_names() -> list[str]:

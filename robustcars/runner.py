@@ -150,11 +150,24 @@ def prepare(cfg: AttackConfig, source: ModelSource | None = None,
             raise DataError(f"the model has {source.num_classes} classes but {root} has {len(data.classes)}")
         if list(data.classes) != source.class_names:
             raise DataError(f"class names in {root} differ from the model's (another dataset or class order)")
+    _check_class_count(cfg, source.num_classes)
     target = cfg.params.get("target")
     if isinstance(target, int) and not 0 <= target < source.num_classes:
         raise ConfigError(f"--target must be least_likely, runner_up or a class index in [0, {source.num_classes}), "
                           f"got {target}")
     return Prepared(cfg, source, images, get_attack(cfg.attack, **cfg.params))
+
+
+def _check_class_count(cfg: AttackConfig, k: int) -> None:
+    """What an attack needs of the number of classes ``k``. Raises ConfigError."""
+    from .registry import attack_spec, validate_params
+
+    spec = attack_spec(cfg.attack)
+    if k < spec.min_classes:
+        raise ConfigError(f"{cfg.attack} needs a model of at least {spec.min_classes} classes, this one has {k}")
+    targets = validate_params(cfg.attack, cfg.params).get("n_target_classes")
+    if targets is not None and targets > k - 1:
+        raise ConfigError(f"{cfg.attack}: n_target_classes must be at most {k - 1} (classes - 1), got {targets}")
 
 
 def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tuple[set[int], bool]:

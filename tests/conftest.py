@@ -52,9 +52,9 @@ def invoke_cli(*args, env=None):
     return CliRunner().invoke(app, [str(a) for a in args], env=env)
 
 
-def train_tiny_run(root: Path, *, epochs: int = 1, extra: tuple = ()) -> tuple[Path, Path]:
-    """A 3-class generated dataset under ``root/cars`` and a ResNet-18 trained on it at 32 px in ``root/run``."""
-    data = make_folder_dataset(root / "cars")
+def train_tiny_run(root: Path, *, epochs: int = 1, extra: tuple = (), classes: int = 3) -> tuple[Path, Path]:
+    """A generated dataset (3 classes) under ``root/cars`` and a ResNet-18 trained on it at 32 px in ``root/run``."""
+    data = make_folder_dataset(root / "cars", classes=classes)
     run = root / "run"
     r = invoke_cli("train", "--data", data, "--out", run, "--arch", "resnet18", "--weights", "none", "--epochs", epochs,
                    "--img-size", 32, "--batch-size", 8, "--workers", 0, *extra)

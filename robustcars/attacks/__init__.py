@@ -21,7 +21,7 @@ def get_attack(name: str, **params) -> Attack:
     values = validate_params(name, params)
     module, attr = spec.factory.split(":")
     factory = getattr(importlib.import_module(module), attr)
-    return factory(name, **values) if spec.source == "foolbox" else factory(**values)
+    return factory(**values) if spec.source == "robustcars" else factory(name, **values)
 
 
 __all__ = [
