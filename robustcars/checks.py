@@ -106,3 +106,65 @@ def min_norms_by_path(records: list[dict[str, Any]]) -> dict[str, float]:
     """Minimal norm of each clean-correct image, keyed by its path (``inf`` where the attack failed)."""
     return {r["path"]: math.inf if r["min_norm"] is None else float(r["min_norm"])
             for r in records if r["clean_pred"] == r["label"]}
+
+
+def worst_case(entries: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Per norm and eps, the accuracy when an image counts as robust only if it is clean-correct and no attack of
+    the suite fooled it at that eps or a smaller one (a smaller ball's adversarial example lies in the larger
+    ball), over the images every entry of that norm attacked (matched by path); AutoAttack's rule.
+
+    Args:
+        entries: label -> (attack.json content, records). Targeted entries are left out.
+    Returns:
+        One row per norm and eps: ``attack="worst-case"``, ``accuracy``, ``images``, the entries used, and
+        ``only_broken_by`` (label -> images no other entry fooled at that eps).
+    """
+    rows = []
+    by_norm: dict[str, list[str]] = {}
+    for label, (meta, _) in entries.items():
+        if _untargeted(meta):
+            by_norm.setdefault(meta["threat_model"]["norm"], []).append(label)
+    for norm, labels in by_norm.items():
+        recs = {label: {r["path"]: r for r in entries[label][1]} for label in labels}
+        paths = sorted(set.intersection(*(set(r) for r in recs.values())))
+        if not paths:
+            continue
+        all_eps = sorted({a["eps"] for label in labels for a in entries[label][1][0]["adv"]})
+        for e in all_eps:
+            fooled = {}
+            for label in labels:
+                fooled[label] = {p for p in paths if any(a["eps"] <= e and a["pred"] != recs[label][p]["label"]
+                                                         for a in recs[label][p]["adv"])}
+            first = recs[labels[0]]
+            correct = {p for p in paths if first[p]["clean_pred"] == first[p]["label"]}
+            broken = set().union(*fooled.values())
+            only = {label: len((fooled[label] & correct) - set().union(*(fooled[o] for o in labels if o != label)))
+                    for label in labels}
+            rows.append({"attack": "worst-case", "norm": norm, "eps": e, "images": len(paths),
+                         "accuracy": len(correct - broken) / len(paths), "attacks": labels, "only_broken_by": only})
+    return rows
+
+
+def weaker_than_reference(results: dict[str, dict[str, Any]], margin: float = 0.01) -> list[dict[str, Any]]:
+    """Own untargeted iterative attacks (PGD, BIM, MI-FGSM) against untargeted reference attacks (AutoAttack's)
+    on the same images and norm: flag robust accuracy more than ``margin`` above the reference's at a shared eps
+    (the own attack was too weak: too few steps or a fixed step size; Croce & Hein 2020)."""
+    checks = []
+    for own, om in results.items():
+        spec = ATTACKS[om["config"]["attack"]]
+        if spec.kind != "iterative" or spec.source != "robustcars" or not _untargeted(om):
+            continue
+        for ref, rm in results.items():
+            if ATTACKS[rm["config"]["attack"]].kind != "reference" or not _untargeted(rm):
+                continue
+            if _comparable(om) != _comparable(rm):
+                continue
+            o_acc = {r["eps"]: r["accuracy"] for r in om["rows"][1:]}
+            r_acc = {r["eps"]: r["accuracy"] for r in rm["rows"][1:]}
+            gaps = {e: o_acc[e] - r_acc[e] for e in sorted(o_acc.keys() & r_acc.keys())}
+            worst = max(gaps.values(), default=0.0)
+            checks.append({"name": f"{own}_not_weaker_than_{ref}", "ok": worst <= margin, "value": worst,
+                           "pair": [own, ref], "eps": [e for e, g in gaps.items() if g > margin],
+                           "explain": f"{own} left up to {100 * worst:.1f} points more images correct than {ref} at "
+                                      "the same eps: it overstates robustness (too few steps or a fixed step size)"})
+    return checks

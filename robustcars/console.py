@@ -176,6 +176,10 @@ def attack_table(result: dict[str, Any]) -> Table:
     for name, just in cols:
         t.add_column(name, justify=just)
     for r in result["rows"]:
+        if r["attack"] == "worst-case":  # suites: robust only if no attack of the suite fooled the image
+            t.add_row(f"worst case ({r['norm']}, {len(r['attacks'])} attacks, {r['images']} images)", f"{r['eps']:g}",
+                      fmt(r["accuracy"]), "–", "–", "–", "–", "–", style="bold")
+            continue
         is_clean = r["attack"] == "clean"
         name = r.get("label", r["attack"])
         t.add_row(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .checks import min_norm_checks, min_norms_by_path, suite_checks
+from .checks import min_norm_checks, min_norms_by_path, suite_checks, weaker_than_reference, worst_case
 from .errors import ConfigError, RobustcarsError
 from .registry import attack_spec, check_eps, validate_params
 
@@ -172,14 +172,17 @@ def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, comman
         if res["data"]["images"] != first["data"]["images"]:  # e.g. C&W on a subset: its own clean row
             rows.append({**res["rows"][0], "label": label})
         rows += [{**r, "label": label} for r in res["rows"][1:]]
-    min_norms = {label: (res["config"]["attack"], min_norms_by_path(load_attack(out / label).records))
+    loaded = {label: load_attack(out / label) for label in results}
+    min_norms = {label: (res["config"]["attack"], min_norms_by_path(loaded[label].records))
                  for label, res in results.items() if "min_norms" in res}
+    worst = worst_case({label: (res, loaded[label].records) for label, res in results.items()})
     return {
         "schema_version": schema, "kind": "robustcars-suite", "suite": suite.name, "command": command,
         "description": suite.description, "suite_file": suite.path,
         "results": {k: str(out / k / "attack.json") for k in results},
-        "rows": rows,
-        "checks": suite_checks(results) + min_norm_checks(min_norms)
+        "rows": rows + worst,
+        "worst_case": worst,
+        "checks": weaker_than_reference(results) + suite_checks(results) + min_norm_checks(min_norms)
         + [dict(c, attack=label) for label, res in results.items() for c in res["checks"]],
         "run": first["run"], "data": first["data"],
         "cost": {label: res["cost"] for label, res in results.items()},

@@ -102,3 +102,65 @@ def test_cli_runs_autoattack_entries(tmp_path):
     assert [row["attack"] for row in meta["rows"]] == ["clean", "autoattack", "autoattack"]
     assert all(c["ok"] for c in meta["checks"] if c["name"] in ("inside_eps_ball", "accuracy_non_increasing_in_eps"))
     assert meta["cost"]["forward_backward_passes_per_image"] > 0
+
+
+def _rec(path, label, clean, preds_by_eps):
+    return {"path": path, "label": label, "clean_pred": clean,
+            "adv": [{"eps": e, "pred": p} for e, p in preds_by_eps]}
+
+
+def _meta(attack, norm="linf", accs=(), target=None, images=4):
+    return {"config": {"attack": attack, "split": "test", "max_images": None, "seed": 0},
+            "threat_model": {"norm": norm, "params": {} if target is None else {"target": target}},
+            "data": {"images": images}, "rows": [{"accuracy": 1.0}] + [{"eps": e, "accuracy": a} for e, a in accs]}
+
+
+def test_worst_case_row_and_each_attacks_contribution():
+    from robustcars.checks import worst_case
+
+    # four images of class 0; image d is misclassified clean
+    pgd = [_rec("a", 0, 0, [(0.01, 1), (0.02, 1)]), _rec("b", 0, 0, [(0.01, 0), (0.02, 0)]),
+           _rec("c", 0, 0, [(0.01, 0), (0.02, 0)]), _rec("d", 0, 2, [(0.01, 2), (0.02, 2)])]
+    apgd = [_rec("a", 0, 0, [(0.02, 1)]), _rec("b", 0, 0, [(0.02, 1)]), _rec("c", 0, 0, [(0.02, 0)]),
+            _rec("d", 0, 2, [(0.02, 2)])]
+    rows = worst_case({"pgd": (_meta("pgd"), pgd), "apgd": (_meta("apgd_ce"), apgd)})
+    by_eps = {r["eps"]: r for r in rows}
+    assert by_eps[0.01]["accuracy"] == 0.5 and by_eps[0.01]["only_broken_by"] == {"pgd": 1, "apgd": 0}
+    assert by_eps[0.02]["accuracy"] == 0.25 and by_eps[0.02]["only_broken_by"] == {"pgd": 0, "apgd": 1}
+    for e, acc in ((0.01, 0.5), (0.02, 0.5)):  # never above any single attack's accuracy at that eps
+        assert by_eps[e]["accuracy"] <= acc
+
+
+def test_a_weak_own_pgd_is_flagged_against_autoattack():
+    from robustcars.checks import weaker_than_reference
+
+    strong = weaker_than_reference({"pgd": _meta("pgd", accs=[(0.01, 0.305)]),
+                                    "aa": _meta("apgd_ce", accs=[(0.01, 0.30)])})
+    assert [(c["name"], c["ok"]) for c in strong] == [("pgd_not_weaker_than_aa", True)]
+    [weak] = weaker_than_reference({"pgd": _meta("pgd", accs=[(0.01, 0.58)]),
+                                    "aa": _meta("apgd_ce", accs=[(0.01, 0.52)])})
+    assert not weak["ok"] and abs(weak["value"] - 0.06) < 1e-9 and weak["eps"] == [0.01]
+    assert weaker_than_reference({"pgd": _meta("pgd", accs=[(0.01, 0.9)], target="least_likely"),
+                                  "aa": _meta("apgd_ce", accs=[(0.01, 0.5)])}) == []  # targeted: not compared
+
+
+def test_suite_with_a_weak_pgd_and_apgd_gets_the_flag_and_a_worst_case_row(tmp_path):
+    """A deliberately weak PGD (1 step, tiny step size) is flagged against APGD-CE; a strong one is not."""
+    data, run = train_tiny_run(tmp_path, classes=4)
+    suite = tmp_path / "s.toml"
+    suite.write_text('[[attack]]\nname = "pgd"\nlabel = "weak"\neps = [0.05, 0.2]\nsteps = 1\nalpha = 0.0001\n'
+                     'random_start = false\n'
+                     '[[attack]]\nname = "pgd"\nlabel = "strong"\neps = [0.05, 0.2]\nsteps = 20\n'
+                     '[[attack]]\nname = "apgd_ce"\neps = [0.05, 0.2]\nn_iter = 20\n')
+    r = invoke_cli("attack", "--run", run, "--suite", suite, "--batch-size", 4, "--workers", 0, "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "o" / "suite.json").read_text())
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert not checks["weak_not_weaker_than_apgd_ce"]["ok"]
+    assert checks["strong_not_weaker_than_apgd_ce"]["ok"], checks["strong_not_weaker_than_apgd_ce"]
+    assert summary["checks"][0]["name"].endswith("_not_weaker_than_apgd_ce")  # listed first
+    worst = {row["eps"]: row for row in summary["worst_case"]}
+    accs = {(row["label"], row["eps"]): row["accuracy"] for row in summary["rows"] if "label" in row}
+    for e in (0.05, 0.2):
+        assert worst[e]["accuracy"] <= min(accs[(lab, e)] for lab in ("weak", "strong", "apgd_ce")) + 1e-9
+    assert "worst case (linf, 3 attacks" in r.output
