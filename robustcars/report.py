@@ -30,7 +30,7 @@ from . import io as rio
 from .aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
 from .errors import ConfigError, DataError, StorageError
 from .lock import file_lock
-from .results import AttackResult, attack_dirs, load_attack, read_json_file
+from .results import AttackResult, attack_dirs, load_attack, read_json_file, read_suite_result
 from .runtime import library_versions
 
 REPORT_SCHEMA_VERSION = 1
@@ -47,6 +47,7 @@ class ModelResults:
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    suites: list[dict[str, Any]] = field(default_factory=list)  # suite.json contents (worst case, suite checks)
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
@@ -68,14 +69,17 @@ def collect(paths: list[Path]) -> list[ModelResults]:
     """
     found: list[Path] = []
     runs: list[Path] = []
+    suite_dirs: list[Path] = []
     for p in map(Path, paths):
         if (p / "attack.json").is_file() or (p / "records.jsonl").is_file():
             found.append(p)
         elif (p / "suite.json").is_file():
             found += attack_dirs(p)
+            suite_dirs.append(p)
         elif (p / "best.pt").is_file():
             runs.append(p)
             found += attack_dirs(p)
+            suite_dirs += sorted(q.parent for q in p.glob("*/suite.json"))
         else:
             raise DataError(f"{p} is not a run folder (best.pt), an attack folder (attack.json) or a suite "
                             "(suite.json)")
@@ -108,6 +112,13 @@ def collect(paths: list[Path]) -> list[ModelResults]:
                 m.history = _read_history(m.run_dir / "history.csv")
         if not m.config and m.attacks:
             m.config = m.attacks[0].meta["run"].get("train_config", {})
+    for d in suite_dirs:  # suite-level results (worst-case rows, cross-attack checks) go with their model
+        suite = read_suite_result(d)
+        info = suite.get("run", {})
+        key = (str(Path(info["checkpoint"]).resolve()) if info.get("checkpoint")
+               else f"model:{info.get('arch')}:{info.get('weights_origin')}")
+        if key in models:
+            models[key].suites.append({**suite, "_dir": str(d)})
     return list(models.values())
 
 
@@ -253,8 +264,11 @@ def _write_report(models: list[ModelResults], out: Path, *, title: str, command:
         report["comparison_figure"] = _rel(F.robustness_curves(overlay, out / "figures" / "comparison_robustness.png",
                                                                "Robust accuracy vs eps, all models"), out)
     report["comparison"] = comparison_rows(report["models"])
-    report["failed_checks"] = [{"model": m["name"], "attack": a["label"], **c} for m in report["models"]
-                               for a in m["attacks"] for c in a["checks"] if not c["ok"]]
+    suite_failed = [{"model": m["name"], "attack": f"suite {su['suite']}", **c} for m in report["models"]
+                    for su in m["suites"] for c in su["checks"] if not c["ok"]]
+    report["failed_checks"] = suite_failed + [{"model": m["name"], "attack": a["label"], **c}
+                                              for m in report["models"] for a in m["attacks"] for c in a["checks"]
+                                              if not c["ok"]]
     rio.write_json(out / "report.json", report)
     rio.write_text(out / "report.md", render_markdown(report))
     rio.write_text(out / "index.html", render_html(report))
@@ -287,6 +301,8 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str
         curves_png = F.learning_curves(m.history, figdir / f"{slug}_learning_curves.png")
         entry["figures"]["learning_curves"] = _rel(curves_png, out)
     class_names = _class_names(m)
+    entry["suites"] = [{"suite": su.get("suite"), "dir": su["_dir"], "worst_case": su.get("worst_case", []),
+                        "checks": [c for c in su.get("checks", []) if "attack" not in c]} for su in m.suites]
     model_curves: dict[str, list[tuple[float, float]]] = {}
     used: set[str] = set()
     for a in m.attacks:
@@ -356,6 +372,11 @@ def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for m in models:
         row = {"model": m["name"], "test_acc": m["metrics"].get("test_acc"), "test_f1": m["metrics"].get("test_f1")}
+        for su in m.get("suites", []):  # the headline: robust accuracy against every attack of the suite
+            for norm in dict.fromkeys(w["norm"] for w in su["worst_case"]):
+                worst = [w for w in su["worst_case"] if w["norm"] == norm]
+                w = worst[_focus_eps_index([x["eps"] for x in worst])]
+                row[f"worst case ({su['suite']}, {norm}) @ {w['eps']:g}"] = w["accuracy"]
         for a in m["attacks"]:
             r = next((r for r in a["rows"][1:] if r["eps"] == a["focus_eps"]), None)
             if r:
@@ -425,6 +446,14 @@ def _sections(report: dict[str, Any]):
         for key in ("learning_curves", "confusion", "robustness_curves"):
             if key in m["figures"]:
                 yield "img", m["figures"][key]
+        for su in m.get("suites", []):
+            if su["worst_case"]:
+                yield "h3", f"Suite {su['suite']}: worst case over its attacks (robust = no attack fooled the image)"
+                yield "table", (["norm", "eps", "images", "worst-case robust accuracy",
+                                 "images only this attack broke"],
+                                [[w["norm"], f"{w['eps']:g}", str(w["images"]), _f(w["accuracy"], 4),
+                                  ", ".join(f"{k}: {v}" for k, v in w["only_broken_by"].items())]
+                                 for w in su["worst_case"]])
         for a in m["attacks"]:
             yield "h3", f"{a['label']} ({a['norm']}, {a['images']} {a['split']} images)"
             yield "table", _attack_table(a)

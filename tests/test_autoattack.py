@@ -164,3 +164,9 @@ def test_suite_with_a_weak_pgd_and_apgd_gets_the_flag_and_a_worst_case_row(tmp_p
     for e in (0.05, 0.2):
         assert worst[e]["accuracy"] <= min(accs[(lab, e)] for lab in ("weak", "strong", "apgd_ce")) + 1e-9
     assert "worst case (linf, 3 attacks" in r.output
+    r = invoke_cli("report", tmp_path / "o", "--out", tmp_path / "rep")  # the flag first, the worst case headline
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["failed_checks"][0]["name"] == "weak_not_weaker_than_apgd_ce"
+    assert any(k.startswith("worst case (s, linf) @ ") for k in report["comparison"][0])
+    assert "worst case over its attacks" in (tmp_path / "rep" / "report.md").read_text()
