@@ -92,7 +92,7 @@ def error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """Build the app for ``settings`` (validated); the CLI runs it with uvicorn, tests with TestClient."""
-    from .inference import Models, attack_upload, predict_upload
+    from .inference import Models
 
     settings.validate()
     for root in (settings.runs, settings.reports):
@@ -106,6 +106,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.router.add_event_handler("shutdown", jobs.shutdown)
 
     _error_handlers(app)
+    _token_gate(app, settings)
+    _pages(app, settings, templates)
+    _api(app, settings, jobs, models)
+    return app
+
+
+def _token_gate(app: FastAPI, settings: ServeSettings) -> None:
+    """The token check (only when ``settings.token`` is set)."""
 
     @app.middleware("http")
     async def token_gate(request: Request, call_next):
@@ -123,6 +131,26 @@ def create_app(settings: ServeSettings) -> FastAPI:
             response.set_cookie("robustcars_token", settings.token, httponly=True, samesite="strict")
         return response
 
+
+def _pages(app: FastAPI, settings: ServeSettings, templates: Jinja2Templates) -> None:
+    """The three pages, the static files and the report folders."""
+
+    def page(template: str):
+        async def handler(request: Request) -> HTMLResponse:
+            return templates.TemplateResponse(request, template, {"attacks": attack_names(),
+                                                                   "archs": list(ARCHITECTURES)})
+        return handler
+
+    for url, template in (("/", "inference.html"), ("/train", "train.html"), ("/runs", "runs.html")):
+        app.add_api_route(url, page(template), methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.mount("/reports", StaticFiles(directory=str(settings.reports), html=True), name="reports")
+
+
+def _api(app: FastAPI, settings: ServeSettings, jobs: JobManager, models) -> None:
+    """The JSON API (see the module docstring); the work is done by the library functions the CLI uses."""
+    from .inference import attack_upload, predict_upload
+
     def run_dir(name: str) -> Path:
         path = inside(settings.runs, check_name(name, "run"))
         if not (path / "best.pt").is_file():
@@ -137,19 +165,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(400, "empty upload")
         return data
 
-    # --- pages ---
-    def page(template: str):
-        async def handler(request: Request) -> HTMLResponse:
-            return templates.TemplateResponse(request, template, {"attacks": attack_names(),
-                                                                   "archs": list(ARCHITECTURES)})
-        return handler
-
-    for url, template in (("/", "inference.html"), ("/train", "train.html"), ("/runs", "runs.html")):
-        app.add_api_route(url, page(template), methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
-    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.mount("/reports", StaticFiles(directory=str(settings.reports), html=True), name="reports")
-
-    # --- API ---
     @app.get("/api/runs")
     def runs() -> dict[str, Any]:
         from .listing import list_runs
@@ -228,8 +243,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def api_resume(job_id: str) -> dict[str, Any]:
         job = jobs.resume(job_id)
         return {"job": job.id, "state": job.state}
-
-    return app
 
 
 def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
