@@ -96,25 +96,32 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
 
 @dataclass
 class Photos:
-    """Images that decoded (``x`` float32 ``(N, 3, S, S)`` in [0, 1], ``paths``) and the ones that did not."""
+    """Images that decoded (``x`` float32 ``(N, 3, S, S)`` in [0, 1], ``paths``) and the ones that did not;
+    ``extra``: the same images through a second transform (None without one)."""
 
     x: torch.Tensor
     paths: list[Path]
     rejected: list[tuple[Path, str]] = field(default_factory=list)
+    extra: torch.Tensor | None = None
 
 
-def load_photos(paths: Sequence[str | Path], transform) -> Photos:
-    """Read every file (see :func:`expand_inputs`) through ``transform`` (a PIL image -> (3, S, S) tensor);
-    the ones that fail are listed in ``rejected`` with their one-line reason instead of stopping the rest."""
-    good, tensors, bad = [], [], []
+def load_photos(paths: Sequence[str | Path], transform, extra=None) -> Photos:
+    """Read every file (see :func:`expand_inputs`) once, through ``transform`` (a PIL image -> (3, S, S) tensor)
+    and ``extra`` if given; the ones that fail are listed in ``rejected`` with their one-line reason instead of
+    stopping the rest."""
+    good, tensors, extras, bad = [], [], [], []
     for f in expand_inputs(paths):
         try:
-            tensors.append(transform(read_photo(f)))
-            good.append(f)
+            photo = read_photo(f)
         except DataError as exc:
             bad.append((f, str(exc).removeprefix(f"{f}: ")))
+            continue
+        tensors.append(transform(photo))
+        if extra is not None:
+            extras.append(extra(photo))
+        good.append(f)
     x = torch.stack(tensors) if tensors else torch.zeros(0, 3, 1, 1)
-    return Photos(x, good, bad)
+    return Photos(x, good, bad, torch.stack(extras) if extras else None)
 
 
 # --- predictions -------------------------------------------------------------------------------------
@@ -321,13 +328,13 @@ def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int 
         raise ConfigError(f"--top-k must be in [1, {len(names)}], got {top_k}")
     atk = get_attack(attack, **(params or {})) if attack else None
     model = model_from_checkpoint(ckpt)
-    photos = load_photos(inputs, build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop")))
+    photos = load_photos(inputs, build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop")),
+                         prefilter.transform if prefilter is not None else None)
     skipped = list(photos.rejected)
     keep = list(range(len(photos.paths)))
     verdicts: dict[int, PrefilterResult] = {}
     if prefilter is not None and keep:
-        pf_x = load_photos(photos.paths, prefilter.transform).x
-        for i, v in enumerate(prefilter(pf_x)):
+        for i, v in enumerate(prefilter(photos.extra)):
             verdicts[i] = v
         skipped += [(photos.paths[i], f"not a car (car probability {verdicts[i].car_probability:.3f} < "
                      f"{prefilter.threshold:g}; ImageNet top-5: "

@@ -369,7 +369,7 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             "images_per_second": round(attacked / seconds, 2) if seconds and attacked else None,
             "forward_backward_passes_per_image": round(pass_total / attacked, 3) if attacked and pass_total else None,
             "resumed_images": n - attacked, "processes": d.world}
-    result = finish(p, kept, cost, grad_zero, attacked, str(device), command)
+    result = finish(p, kept, cost, grad_zero, attacked, str(device), command, model)
     for path in out.glob("kept*.pt"):
         path.unlink()
     return result
@@ -413,7 +413,7 @@ def _merge_shards(out: Path) -> None:
 
 
 def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int | None, attacked: int, device: str,
-           command: str) -> dict[str, Any]:
+           command: str, model: nn.Module) -> dict[str, Any]:
     """Summary, checks, attack.json / attack.csv and the figures (from the kept images), then mark finished."""
     cfg, out, n, names = p.cfg, p.out, len(p.images), p.source.class_names
     records = read_records(out / "records.jsonl").records
@@ -438,10 +438,7 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
     }
     from .attack_figures import attack_figures
 
-    cam = None
-    if cfg.cam and kept.examples:
-        model = p.source.make()
-        cam = (model, cam_module(model, p.source))
+    cam = (model, cam_module(model, p.source)) if cfg.cam and kept.examples else None  # the scoring model
     figs = attack_figures(records, kept, cfg, p.attack.name, p.attack.norm, names, out / "figures",
                           summary.get("min_norms"), cam)
     result["figures"] = [os.path.relpath(f, out) for f in figs]  # relative to the attack folder
