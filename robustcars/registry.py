@@ -102,6 +102,7 @@ class Param:
     check: Callable[[Any], Any]
     default: Any
     help: str
+    required: bool = False
 
     @property
     def describe(self) -> str:
@@ -212,21 +213,67 @@ _AA_RESTARTS = Param("n_restarts", integer(1), 1, "restarts")
 _AA_TARGETS = Param("n_target_classes", integer(1, 999), 9, "target classes (the top ones after the true class)")
 _AA_QUERIES = Param("n_queries", integer(1), 5000, "queries of the Square Attack")
 _AA_SEED = Param("seed", integer(0), 0, "seed (the caller's random state is left untouched)")
+_REUSE = Param("reuse_eps", boolean, True, "an image fooled at a smaller eps keeps its example at larger ones "
+               "(false: every eps from scratch, as one AutoAttack run per eps)")
 for _norm, _suffix, _unit in (("linf", "", "L∞"), ("l2", "_l2", "L2")):
     for _spec in (
         AttackSpec(f"apgd_ce{_suffix}", _norm, "reference", "autoattack", f"APGD-CE {_unit} (AutoAttack)",
-                   (_AA_ITER, _AA_RESTARTS, _AA_SEED), _AA),
+                   (_AA_ITER, _AA_RESTARTS, _AA_SEED, _REUSE), _AA),
         AttackSpec(f"apgd_t{_suffix}", _norm, "reference", "autoattack", f"APGD-T {_unit}, targeted DLR (AutoAttack)",
-                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_SEED), _AA, min_classes=4),
+                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_SEED, _REUSE), _AA, min_classes=4),
         AttackSpec(f"fab_t{_suffix}", _norm, "reference", "autoattack", f"FAB-T {_unit}, targeted (AutoAttack)",
-                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_SEED), _AA),
+                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_SEED, _REUSE), _AA),
         AttackSpec(f"square{_suffix}", _norm, "reference", "autoattack", f"Square {_unit}, query-based (AutoAttack)",
-                   (_AA_QUERIES, _AA_RESTARTS, _AA_SEED), _AA),
+                   (_AA_QUERIES, _AA_RESTARTS, _AA_SEED, _REUSE), _AA),
         AttackSpec(f"autoattack{_suffix}", _norm, "reference", "autoattack",
                    f"AutoAttack standard {_unit}: APGD-CE, APGD-T, FAB-T, Square on what is left",
-                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_QUERIES, _AA_SEED), _AA, min_classes=4),
+                   (_AA_ITER, _AA_RESTARTS, _AA_TARGETS, _AA_QUERIES, _AA_SEED, _REUSE), _AA, min_classes=4),
     ):
         register_attack(_spec)
+
+
+
+
+def _components(norm: str) -> Callable[[Any], list[dict[str, Any]]]:
+    """Check a cascade's ``attacks``: a non-empty list of tables ``{name, label?, <parameters>}`` naming registered
+    attacks of ``norm`` with valid parameters and distinct labels; returns ``[{name, label, params}]``."""
+    def check(v: Any) -> list[dict[str, Any]]:
+        if not isinstance(v, (list, tuple)) or not v:
+            raise ValueError("must be a non-empty list of attack tables ({name = ..., label = ..., parameters})")
+        out = []
+        for i, item in enumerate(v, 1):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ValueError(f"#{i} must be a table with a 'name'")
+            name = item["name"]
+            if name not in ATTACKS or ATTACKS[name].factory.endswith("cascade:build"):
+                raise ValueError(f"#{i}: {name!r} is not an attack a cascade can run")
+            if ATTACKS[name].norm != norm:
+                unit = NORMS[ATTACKS[name].norm]
+                raise ValueError(f"#{i}: {name} is an {unit} attack; this cascade is {NORMS[norm]}")
+            params = {k: x for k, x in item.items() if k not in ("name", "label")}
+            if set(params) == {"params"} and isinstance(params["params"], dict):  # already in checked form
+                params = params["params"]
+            try:
+                validate_params(name, params)
+            except ConfigError as exc:
+                raise ValueError(f"#{i}: {exc}") from None
+            out.append({"name": name, "label": str(item.get("label", name)), "params": params})
+        labels = [a["label"] for a in out]
+        if len(set(labels)) != len(labels):
+            raise ValueError("gives one label twice; give each attack a distinct 'label'")
+        return out
+    check.describe = "list of attack tables"  # type: ignore[attr-defined]
+    return check
+
+
+for _norm, _suffix, _unit in (("linf", "", "L∞"), ("l2", "_l2", "L2")):
+    register_attack(AttackSpec(
+        f"cascade{_suffix}", _norm, "reference", "robustcars",
+        f"worst case over a list of {_unit} attacks, cheapest first, each on the images still standing",
+        (Param("attacks", _components(_norm), None, "the attacks in order: tables {name, label, parameters}",
+               required=True),
+         Param("reuse_eps", boolean, True, "an image fooled at a smaller eps keeps its example at larger ones")),
+        "robustcars.attacks.cascade:build"))
 
 
 def attack_names() -> list[str]:
@@ -261,6 +308,10 @@ def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
             out[key] = p.check(value)
         except ValueError as exc:
             raise ConfigError(f"{name}: {key} {exc}, got {value!r}") from None
+    missing = [p.name for p in spec.params if p.required and p.name not in params]
+    if missing:
+        hint = " (in a suite file: cascade = true over its [[attack]] entries)" if spec.kind == "reference" else ""
+        raise ConfigError(f"{name}: {', '.join(missing)} must be given{hint}")
     return out
 
 

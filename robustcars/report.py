@@ -364,6 +364,8 @@ def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str]
             att["figures"].setdefault("cam", []).append(_rel(dest, out))
     if "attention_shift" in meta:
         att["attention_shift"] = meta["attention_shift"]
+    if "fooled_by" in meta:  # a cascade: which attack fooled each image first, and the passes each spent
+        att["fooled_by"] = meta["fooled_by"]
     return att
 
 
@@ -461,6 +463,8 @@ def _sections(report: dict[str, Any]):
             yield "img", a["figures"]["rank_hist"]
             for panel in a["figures"].get("panels", []):
                 yield "img", panel
+            if "fooled_by" in a:
+                yield from _cascade_sections(a)
             if "per_make" in a:
                 yield "h4", f"Per make at eps {a['focus_eps']:g} (most fragile first)"
                 yield "table", _group_table(a["per_make"][:12])
@@ -504,6 +508,20 @@ def _sections(report: dict[str, Any]):
             rows.append([f"data ({m['id']})", f"{ds['root']}: {counts}"])
         rows.append([f"config ({m['id']})", json.dumps(m["config"], sort_keys=True)])
     yield "table", (["what", "value"], rows)
+
+
+def _cascade_sections(a: dict[str, Any]):
+    """A cascade's breakdown: clean-correct images fooled first by each attack per eps, and its cost."""
+    order = [p["label"] for p in a["params"].get("attacks", [])] or sorted(
+        {k for b in a["fooled_by"] for k in b["fooled_first_by"]})
+    yield "h4", "Cascade: clean-correct images fooled first by each attack (in the order run)"
+    yield "table", (["eps", *order, "still robust"],
+                    [[f"{b['eps']:g}", *(str(b["fooled_first_by"].get(k, 0)) for k in order), str(b["robust"])]
+                     for b in a["fooled_by"]])
+    by = a["cost"].get("passes_per_image_by_attack")
+    if by:
+        yield "p", ("Forward+backward passes per image, by attack: " + ", ".join(f"{k} {v:g}" for k, v in by.items())
+                    + f" (total {sum(by.values()):g}).")
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -162,12 +162,19 @@ def _check_class_count(cfg: AttackConfig, k: int) -> None:
     """What an attack needs of the number of classes ``k``. Raises ConfigError."""
     from .registry import attack_spec, validate_params
 
-    spec = attack_spec(cfg.attack)
-    if k < spec.min_classes:
-        raise ConfigError(f"{cfg.attack} needs a model of at least {spec.min_classes} classes, this one has {k}")
-    targets = validate_params(cfg.attack, cfg.params).get("n_target_classes")
-    if targets is not None and targets > k - 1:
-        raise ConfigError(f"{cfg.attack}: n_target_classes must be at most {k - 1} (classes - 1), got {targets}")
+    values = validate_params(cfg.attack, cfg.params)
+    parts = [(a["label"], a["name"], a["params"]) for a in values["attacks"]] if "attacks" in values else []
+    for label, name, params in parts or [(cfg.attack, cfg.attack, cfg.params)]:
+        spec = attack_spec(name)
+        if k < spec.min_classes:
+            raise ConfigError(f"{label} needs a model of at least {spec.min_classes} classes, this one has {k}")
+        targets = validate_params(name, params).get("n_target_classes")
+        if targets is not None and targets > k - 1:
+            raise ConfigError(f"{label}: n_target_classes must be at most {k - 1} (classes - 1), got {targets}")
+        target = params.get("target")
+        if parts and isinstance(target, int) and not 0 <= target < k:  # a single attack: checked in prepare
+            raise ConfigError(f"{label}: target must be least_likely, runner_up or a class index in [0, {k}), "
+                              f"got {target}")
 
 
 def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tuple[set[int], bool]:
@@ -233,7 +240,8 @@ def score_batch(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tens
     scored = {"label": y.tolist(), "c_idx": c_idx.tolist(), "c_prob": c_prob.tolist(),
               "c_ent": entropy(clean_logits).tolist(), "per_eps": [[t.tolist() for t in item] for item in per_eps],
               "targets": res.targets.tolist() if res.targets is not None else None,
-              "min_norms": res.min_norms.tolist() if res.min_norms is not None else None}
+              "min_norms": res.min_norms.tolist() if res.min_norms is not None else None,
+              "fooled_by": res.fooled_by}
     return scored, res.adv, res
 
 
@@ -255,10 +263,12 @@ def batch_records(scored: dict[str, Any], indices: list[int], paths: list[str], 
         if scored["min_norms"] is not None:
             m = scored["min_norms"][i]
             rec["min_norm"] = None if m == float("inf") else round(m, 7)
-        for e, (pred, a_idx, a_prob, a_ent, rk, linf, l2) in zip(eps, scored["per_eps"]):
+        for j, (e, (pred, a_idx, a_prob, a_ent, rk, linf, l2)) in enumerate(zip(eps, scored["per_eps"])):
             rec["adv"].append({"eps": e, "pred": pred[i], "top3": a_idx[i], "top3_prob": _r(a_prob[i]),
                                "entropy": round(a_ent[i], 6), "clean_top3_rank": rk[i], "linf": round(linf[i], 7),
                                "l2": round(l2[i], 6)})
+            if scored.get("fooled_by") is not None:  # cascades: the attack whose example this is
+                rec["adv"][-1]["fooled_by"] = scored["fooled_by"][j][i]
         if attention and i in attention:
             rec["attention"] = {"eps": eps[-1], **attention[i]}
         out.append(rec)
@@ -325,6 +335,7 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     advance = rep.progress(len(mine), len(mine) - len(todo_idx))
     grad_zero: int | None = None  # known only for attacks that report it (FGSM)
     pass_total, position = 0.0, 0
+    passes_by: dict[str, int] = {}  # cascades: per attack of the cascade
     try:  # unbuffered: a failed write (full disk) leaves nothing to flush on close; a torn line is repaired on resume
         fh = open(my_path, "ab", buffering=0)  # noqa: SIM115 - closed by the with block below
     except OSError as exc:
@@ -334,6 +345,8 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             x, y = x.to(device), y.to(device)
             scored, adv, res = score_batch(model, p.attack, x, y, cfg.eps)
             pass_total += res.passes * len(y)
+            for label, n_passes in (res.passes_by or {}).items():
+                passes_by[label] = passes_by.get(label, 0) + n_passes
             if res.grad_zero is not None:
                 grad_zero = (grad_zero or 0) + int(res.grad_zero.sum())
             idx = todo_idx[position:position + len(y)]
@@ -359,6 +372,10 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     grad_zero = None if all(z is None for z in zeros) else sum(z or 0 for z in zeros)
     attacked = sum(D.gather(len(todo_idx), d))
     seconds = max(D.gather(seconds, d))
+    by: dict[str, int] = {}
+    for part in D.gather(passes_by, d):
+        for k, v in part.items():
+            by[k] = by.get(k, 0) + v
     D.barrier(d)
     if not d.is_main:
         return {}
@@ -369,6 +386,8 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             "images_per_second": round(attacked / seconds, 2) if seconds and attacked else None,
             "forward_backward_passes_per_image": round(pass_total / attacked, 3) if attacked and pass_total else None,
             "resumed_images": n - attacked, "processes": d.world}
+    if by and attacked:
+        cost["passes_per_image_by_attack"] = {k: round(v / attacked, 3) for k, v in by.items()}
     result = finish(p, kept, cost, grad_zero, attacked, str(device), command, model)
     for path in out.glob("kept*.pt"):
         path.unlink()

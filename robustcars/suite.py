@@ -17,6 +17,13 @@ Format::
     label = "pgd10"              # optional: output sub-folder (default: the attack name)
     max_images = 256             # optional: per-attack subset (e.g. for slow decision-based attacks)
 
+With ``cascade = true`` (top level) the entries run as ONE worst-case sweep in the order given — put the cheapest
+first — each attacking only the images no earlier entry fooled, eps in increasing order, an image fooled at a
+smaller eps keeping its example at larger ones (``reuse_eps = false`` turns that off):
+:class:`robustcars.attacks.cascade.Cascade`. Its results land in ``OUT/cascade/`` with, per image and eps, the
+entry that fooled it first (``fooled_by``) and the passes each entry spent. Every entry must then share one
+norm and one eps list.
+
 Everything is validated before any work starts.
 """
 
@@ -33,6 +40,7 @@ from .errors import ConfigError, RobustcarsError
 from .registry import attack_spec, check_eps, validate_params
 
 RESERVED = {"name", "eps", "label", "max_images"}
+CASCADE_LABEL = "cascade"
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 __all__ = ["Suite", "SuiteEntry", "load_suite", "min_norm_checks", "run_suite", "suite_checks"]
@@ -53,6 +61,7 @@ class Suite:
     description: str
     entries: list[SuiteEntry]
     path: str
+    cascade_of: list[str] = field(default_factory=list)  # the labels chained by a cascade suite, in order
 
 
 def _entry(path: Path, i: int, item: Any, default_limit: Any) -> SuiteEntry:
@@ -99,7 +108,35 @@ def load_suite(path: str | Path) -> Suite:
     dup = next((x for x in labels if labels.count(x) > 1), None)
     if dup is not None:
         raise ConfigError(f"{path}: label {dup!r} used twice; give each entry a distinct 'label'")
-    return Suite(str(doc.get("name", path.stem)), str(doc.get("description", "")), entries, str(path))
+    name, description = str(doc.get("name", path.stem)), str(doc.get("description", ""))
+    if "cascade" not in doc and "reuse_eps" not in doc:
+        return Suite(name, description, entries, str(path))
+    if not isinstance(doc.get("cascade", False), bool) or not isinstance(doc.get("reuse_eps", True), bool):
+        raise ConfigError(f"{path}: cascade and reuse_eps must be true or false")
+    if not doc.get("cascade", False):
+        if "reuse_eps" in doc:
+            raise ConfigError(f"{path}: reuse_eps goes with cascade = true")
+        return Suite(name, description, entries, str(path))
+    return Suite(name, description, [_cascade_entry(path, entries, doc.get("reuse_eps", True))], str(path),
+                 [e.label for e in entries])
+
+
+def _cascade_entry(path: Path, entries: list[SuiteEntry], reuse_eps: bool) -> SuiteEntry:
+    """The one ``cascade`` entry that chains a cascade suite's entries (see the module docstring)."""
+    norms = {attack_spec(e.attack).norm for e in entries}
+    if len(norms) > 1:
+        raise ConfigError(f"{path}: a cascade chains attacks of one norm; these mix {' and '.join(sorted(norms))}")
+    if len({tuple(e.eps) for e in entries}) > 1:
+        raise ConfigError(f"{path}: every entry of a cascade needs the same eps list")
+    if len({e.max_images for e in entries}) > 1:
+        raise ConfigError(f"{path}: a cascade attacks one set of images; set max_images at the top level only")
+    name = "cascade" if norms == {"linf"} else "cascade_l2"
+    params = {"attacks": [{"name": e.attack, "label": e.label, **e.params} for e in entries], "reuse_eps": reuse_eps}
+    try:
+        validate_params(name, params)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return SuiteEntry(name, list(entries[0].eps), CASCADE_LABEL, params, entries[0].max_images)
 
 
 def entry_config(base, entry: SuiteEntry, out: Path):

@@ -49,6 +49,27 @@ def summarize(records: list[dict[str, Any]], eps: list[float], attack: str, norm
     if records and "min_norm" in records[0]:
         found = np.array([math.inf if r["min_norm"] is None else r["min_norm"] for r in records])
         out["min_norms"] = {"norm": norm, **min_norm_summary(found, clean_pred == y)}
+    if records and records[0]["adv"] and "fooled_by" in records[0]["adv"][0]:
+        out["fooled_by"] = fooled_by_summary(records, eps)
+    return out
+
+
+def fooled_by_summary(records: list[dict[str, Any]], eps: list[float]) -> list[dict[str, Any]]:
+    """A cascade's breakdown per eps: how many clean-correct images each attack fooled first (its contribution:
+    no attack before it in the order fooled them), and how many stayed robust."""
+    out = []
+    for j, e in enumerate(eps):
+        counts: dict[str, int] = {}
+        robust = 0
+        for r in records:
+            if r["clean_pred"] != r["label"]:
+                continue
+            label = r["adv"][j]["fooled_by"]
+            if label is None:
+                robust += 1
+            else:
+                counts[label] = counts.get(label, 0) + 1
+        out.append({"eps": e, "fooled_first_by": counts, "robust": robust})
     return out
 
 

@@ -7,7 +7,9 @@
   queries, one restart).
 * An eps sweep costs less than one run per eps: eps are attacked in increasing order and an image fooled at a
   smaller eps keeps that adversarial example at every larger one (it lies inside the larger ball), so only the
-  images still standing are attacked again. Only clean-correct images are ever sent.
+  images still standing are attacked again (``reuse_eps=false``: every eps from scratch, as running AutoAttack
+  once per eps does). Only clean-correct images are ever sent. The chaining is
+  :class:`robustcars.attacks.cascade.Cascade`, which also chains any registered attacks (``cascade``).
 * ``pyautoattack`` reseeds torch's global RNG in ``perturb``; every call here runs inside
   ``torch.random.fork_rng()``, so the caller's random state is untouched. ``passes`` counts the forward passes
   run with gradients enabled (APGD and FAB follow each with an input-backward; Square's queries run that way too,
@@ -24,6 +26,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import attack_spec, validate_params
 from .base import Attack, AttackOutput
+from .cascade import Cascade
 
 SEQUENCE = {"autoattack": ("apgd_ce", "apgd_t", "fab_t", "square")}
 
@@ -63,49 +66,36 @@ def _one(kind: str, model: nn.Module, eps: float, norm: str, p: dict[str, Any], 
     raise ConfigError(f"unknown AutoAttack component {kind!r}")
 
 
+class _Component(Attack):
+    """One pyautoattack attack at one eps on every image it is given (the cascade sends only those standing)."""
+
+    def __init__(self, kind: str, norm: str, params: dict[str, Any]) -> None:
+        self.name, self.norm, self.kind, self.params = kind, norm, kind, params
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float]) -> AttackOutput:
+        advs = []
+        for e in eps:
+            advs.append(x.clone() if e == 0 else _one(self.kind, model, e, self.norm, self.params, x.device)
+                        .perturb(x, y).detach())
+        return AttackOutput(eps=eps, adv=advs)
+
+
 class AutoAttackAdapter(Attack):
-    """One of AutoAttack's attacks, or its standard sequence, as a robustcars attack (see the module docstring)."""
+    """One of AutoAttack's attacks, or its standard sequence, as a robustcars attack (see the module docstring):
+    a :class:`~robustcars.attacks.cascade.Cascade` of pyautoattack components, run inside ``fork_rng``."""
 
     def __init__(self, name: str, **params: Any) -> None:
         spec = attack_spec(name)
         self.name, self.norm = name, spec.norm
         self.params = validate_params(name, params)
         base = name.removesuffix("_l2")
-        self.sequence = SEQUENCE.get(base, (base,))
+        parts = [(kind, _Component(kind, self.norm, self.params)) for kind in SEQUENCE.get(base, (base,))]
+        self.cascade = Cascade(name, self.norm, parts, reuse_eps=self.params["reuse_eps"])
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float]) -> AttackOutput:
-        with torch.no_grad():
-            clean_logits = model(x)
-        standing = clean_logits.argmax(1) == y  # only clean-correct images are attacked
-        spent = 0
-
-        def count(_module, inputs, _output):
-            nonlocal spent
-            if torch.is_grad_enabled():
-                spent += inputs[0].shape[0]
-
-        adv_by_eps: dict[float, torch.Tensor] = {}
-        current = x.clone()
-        handle = model.register_forward_hook(count)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                for e in sorted(set(eps)):
-                    current = current.clone()  # fooled at a smaller eps: that example stands for this one too
-                    for kind in self.sequence:
-                        idx = standing.nonzero().flatten()
-                        if idx.numel() == 0 or e == 0:
-                            break
-                        attack = _one(kind, model, e, self.norm, self.params, x.device)
-                        out = attack.perturb(x[idx], y[idx]).detach()
-                        with torch.no_grad():
-                            fooled = model(out).argmax(1) != y[idx]
-                        current[idx[fooled]] = out[fooled]
-                        standing[idx[fooled]] = False
-                    adv_by_eps[e] = current
-        finally:
-            handle.remove()
-        return AttackOutput(eps=eps, adv=[adv_by_eps[e] for e in eps], clean_logits=clean_logits,
-                            passes=spent / x.shape[0])
+        _aa()
+        with torch.random.fork_rng(devices=[]):
+            return self.cascade.run(model, x, y, eps)
 
 
 def build(name: str, **params: Any) -> AutoAttackAdapter:

@@ -22,12 +22,14 @@ from ..registry import NORMS, check_eps  # noqa: F401 - re-exported
 
 @contextlib.contextmanager
 def frozen_weights(model: nn.Module) -> Iterator[None]:
-    """Set ``requires_grad=False`` on every parameter for the block, then restore each flag.
+    """Set ``requires_grad=False`` on every parameter for the block, then restore each flag; every buffer
+    (BatchNorm running statistics, which a model in train mode updates on each forward pass) is restored too.
 
-    Gradients w.r.t. the input then never build weight-gradient work, and ``.grad`` of the weights is
-    never touched.
+    Gradients w.r.t. the input then never build weight-gradient work, ``.grad`` of the weights is never
+    touched, and the model leaves the block with the state it entered it with.
     """
     flags = [(p, p.requires_grad) for p in model.parameters()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
     try:
         for p, _ in flags:
             p.requires_grad_(False)
@@ -35,6 +37,9 @@ def frozen_weights(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False
@@ -87,6 +92,8 @@ class AttackOutput:
     targets: torch.Tensor | None = None  # int64 (N,) for targeted attacks
     min_norms: torch.Tensor | None = None  # float (N,) minimal adversarial norm (minimum-norm attacks; inf = failed)
     passes: float = 0.0  # mean forward+backward passes spent per image (0 when the attack does not count them)
+    passes_by: dict[str, int] | None = None  # cascades: passes summed over the batch, per attack label
+    fooled_by: list[list[str | None]] | None = None  # cascades: per eps, per image, the label of the attack that won
 
 
 class Attack:
