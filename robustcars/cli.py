@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
 
 from .config import DATA_ENV, DEFAULT_DATA, default_data
 from .errors import ConfigError, DataError, RobustcarsError
-from .registry import ARCHITECTURES, attack_help, attack_names
+from .registry import ADVERSARIAL_TRAINING, ARCHITECTURES, attack_help, attack_names
 
 
 def _fail(message: str, code: int) -> None:
@@ -130,6 +130,7 @@ def _command(ctx: typer.Context) -> str:
 
 
 Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)
+Defence = Enum("Defence", {name: name for name in ADVERSARIAL_TRAINING}, type=str)
 AttackName = Enum("AttackName", {name: name for name in attack_names()}, type=str)
 
 
@@ -217,8 +218,20 @@ def train(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
     limit_per_class: Annotated[int | None, typer.Option(min=1, help="Train on the first K images of each class only (quick runs).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch (its saved options are used).")] = False,
+    adversarial: Annotated[Defence | None, typer.Option(help="Adversarial training: " + "; ".join(f"{k} = {v}" for k, v in ADVERSARIAL_TRAINING.items()) + ". Selection and early stopping then use validation PGD robust accuracy.", show_default=False)] = None,
+    train_eps: Annotated[float, typer.Option(help="L∞ budget of adversarial training in [0, 1] pixel scale (0.004 ≈ 1/255).")] = 0.004,
+    train_steps: Annotated[int, typer.Option(min=1, help="Inner PGD steps of pgd / trades (step 2.5·eps/steps).")] = 5,
+    trades_beta: Annotated[float, typer.Option(min=0, help="TRADES weight of the KL term (paper: 6).")] = 6.0,
+    eps_warmup: Annotated[float, typer.Option(min=0, help="Epochs over which the training eps ramps linearly from 0 (0 = none).")] = 1.0,
+    robust_val_images: Annotated[int, typer.Option(min=0, help="Seeded validation images for PGD robust accuracy each epoch (0 = all).")] = 256,
+    robust_val_steps: Annotated[int, typer.Option(min=1, help="PGD steps of the validation robust accuracy (at --train-eps).")] = 10,
+    distill_from: Annotated[Path | None, typer.Option(help="Knowledge distillation (Hinton et al. 2015) from this run's soft labels.", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature T (> 0; 100 = defensive distillation, Papernot et al. 2016).")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="Weight in [0, 1] of the distillation term (the rest: cross-entropy on the labels).")] = 0.5,
+    defensive: Annotated[bool, typer.Option("--defensive", help="Defensive distillation (Papernot et al. 2016; use with --temperature 100 --alpha 1): the student's softmax runs at T against the teacher's own probabilities and is deployed at T = 1 — a defence known to mask gradients, not to add robustness.")] = False,
 ) -> None:
-    """Fine-tune a classifier: AdamW + cosine LR, early stopping on validation macro-F1."""
+    """Fine-tune a classifier: AdamW + cosine LR, early stopping on validation macro-F1 (robust accuracy with
+    --adversarial); optionally adversarial training or distillation from another run."""
     from .config import TrainConfig
 
     data = data or Path(default_data())
@@ -226,10 +239,16 @@ def train(
         data=str(data.resolve()), out=str(out), arch=arch.value, weights=weights, freeze=freeze, epochs=epochs,
         patience=patience, img_size=img_size, resize=resize.value, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, label_smoothing=label_smoothing, device=device.value, seed=seed,
-        workers=workers, limit_per_class=limit_per_class,
+        workers=workers, limit_per_class=limit_per_class, adversarial=adversarial.value if adversarial else None,
+        train_eps=train_eps, train_steps=train_steps, trades_beta=trades_beta, eps_warmup=eps_warmup,
+        robust_val_images=robust_val_images, robust_val_steps=robust_val_steps,
+        distill_from=str(distill_from) if distill_from else None, temperature=temperature, alpha=alpha,
+        defensive=defensive,
     )
     if not resume:  # a resumed run uses its saved options
         cfg.validate()
+        if distill_from is not None and not distill_from.exists():
+            raise ConfigError(f"--distill-from {distill_from} not found (a run folder or a checkpoint .pt file)")
         if weights not in ("imagenet", "none") and not Path(weights).is_file():
             raise ConfigError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
         if not data.is_dir():
@@ -250,7 +269,9 @@ def train(
     if not main_rank:
         return
     console.print(history_table(result.history, result.best_epoch))
-    summary = f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f}"
+    score = "val robust accuracy" if cfg.adversarial or "val_robust_acc" in (result.history or [{}])[0] else \
+        "val macro-F1"
+    summary = f"best epoch {result.best_epoch}: {score} {result.best_val_f1:.4f}"
     if result.test:
         summary += f"; test accuracy {result.test['test_acc']:.4f}, macro-F1 {result.test['test_f1']:.4f} on {result.test['test_images']} images"
     if result.stopped_early:

@@ -43,9 +43,36 @@ class TrainConfig:
     limit_per_class: int | None = None  # train on the first K images of each class (quick runs)
     val_fraction: float = 1 / 3  # used only when the data has no val split
     crop_to_bbox: bool = True  # devkit layout only
+    # adversarial fine-tuning (robustcars.defend): None = standard training
+    adversarial: str | None = None  # fgsm-rs | pgd | trades
+    train_eps: float = 0.004  # L∞ budget in [0, 1] pixel scale
+    train_steps: int = 5  # PGD-AT / TRADES inner steps
+    trades_beta: float = 6.0
+    eps_warmup: float = 1.0  # epochs over which eps ramps linearly from 0
+    robust_val_images: int = 256  # seeded validation subset for PGD robust accuracy (0 = all)
+    robust_val_steps: int = 10
+    # knowledge distillation from a trained run (Hinton et al. 2015)
+    distill_from: str | None = None
+    temperature: float = 4.0
+    alpha: float = 0.5  # weight of the soft (teacher) term
+    defensive: bool = False  # defensive distillation (Papernot et al. 2016): targets softmax(t), student at T
 
     def validate(self) -> TrainConfig:
+        from .registry import ADVERSARIAL_TRAINING
+
         checks = [
+            (self.adversarial is None or self.adversarial in ADVERSARIAL_TRAINING,
+             f"--adversarial must be one of {', '.join(ADVERSARIAL_TRAINING)}, got {self.adversarial!r}"),
+            (0 < self.train_eps <= 1, f"--train-eps must be in (0, 1] (L∞, pixel scale), got {self.train_eps}"),
+            (self.train_steps >= 1, f"--train-steps must be >= 1, got {self.train_steps}"),
+            (self.trades_beta >= 0, f"--trades-beta must be >= 0, got {self.trades_beta}"),
+            (self.eps_warmup >= 0, f"--eps-warmup must be >= 0 epochs, got {self.eps_warmup}"),
+            (self.robust_val_images >= 0, f"--robust-val-images must be >= 0, got {self.robust_val_images}"),
+            (self.robust_val_steps >= 1, f"--robust-val-steps must be >= 1, got {self.robust_val_steps}"),
+            (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
+            (0 <= self.alpha <= 1, f"--alpha must be in [0, 1], got {self.alpha}"),
+            (not (self.adversarial and self.distill_from), "--adversarial and --distill-from cannot be combined"),
+            (self.distill_from is not None or not self.defensive, "--defensive goes with --distill-from"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.patience >= 1, f"--patience must be >= 1, got {self.patience}"),
             (16 <= self.img_size <= 1024, f"--img-size must be in [16, 1024] pixels, got {self.img_size}"),

@@ -125,19 +125,35 @@ class RichTrainReporter:
             f"epoch {row['epoch']:>3}  lr {row['lr']:.2e}  "
             f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} "
             f"F1 {row['train_f1']:.3f}  │ val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} "
-            f"F1 {row['val_f1']:.3f}  {row['seconds']:.0f}s" + ("  [green]★ best[/]" if improved else "")
+            f"F1 {row['val_f1']:.3f}" + _robust_part(row) + f"  {row['seconds']:.0f}s"
+            + ("  [green]★ best[/]" if improved else "")
         )
+        if row.get("collapsed"):
+            console.print(f"[bold red]catastrophic overfitting[/] at epoch {row['epoch']}: PGD accuracy on the held "
+                          f"training batch fell to {row['guard_robust_acc']:.3f}; training stops, best.pt is the "
+                          "best epoch before it", soft_wrap=True)
+
+
+def _robust_part(row: dict[str, Any]) -> str:
+    if "val_robust_acc" not in row:
+        return ""
+    guard = f" guard {row['guard_robust_acc']:.3f}" if "guard_robust_acc" in row else ""
+    return f"  │ eps {row['train_eps']:.4g} val robust acc {row['val_robust_acc']:.3f}{guard}"
 
 
 def history_table(history: list[dict[str, float]], best_epoch: int) -> Table:
     t = Table(title="Training history")
-    for col in ("epoch", "lr", "train loss", "train acc", "train F1", "val loss", "val acc", "val F1", "time (s)"):
+    robust = bool(history) and "val_robust_acc" in history[0]
+    cols = ["epoch", "lr", "train loss", "train acc", "train F1", "val loss", "val acc", "val F1"]
+    cols += ["train eps", "val robust acc"] if robust else []
+    for col in [*cols, "time (s)"]:
         t.add_column(col, justify="right")
     for h in history:
         style = "bold green" if h["epoch"] == best_epoch else None
-        t.add_row(str(h["epoch"]), f"{h['lr']:.2e}", fmt(h["train_loss"], 3), fmt(h["train_acc"], 3),
-                  fmt(h["train_f1"], 3), fmt(h["val_loss"], 3), fmt(h["val_acc"], 3), fmt(h["val_f1"], 3),
-                  f"{h['seconds']:.0f}", style=style)
+        cells = [str(h["epoch"]), f"{h['lr']:.2e}", fmt(h["train_loss"], 3), fmt(h["train_acc"], 3),
+                 fmt(h["train_f1"], 3), fmt(h["val_loss"], 3), fmt(h["val_acc"], 3), fmt(h["val_f1"], 3)]
+        cells += [f"{h['train_eps']:.4g}", fmt(h["val_robust_acc"], 3)] if robust else []
+        t.add_row(*cells, f"{h['seconds']:.0f}", style=style)
     return t
 
 

@@ -338,6 +338,15 @@ def attack_help() -> str:
     return "; ".join(f"{s.name} ({NORMS[s.norm]}, {s.summary})" for s in ATTACKS.values())
 
 
+# --- training defences ---------------------------------------------------------------------------
+
+ADVERSARIAL_TRAINING: dict[str, str] = {
+    "fgsm-rs": "FGSM with a random start, step 1.25·eps (Wong, Rice & Kolter, ICLR 2020), overfitting guard",
+    "pgd": "PGD-AT: K steps of 2.5·eps/K from a random start (Madry et al., ICLR 2018)",
+    "trades": "TRADES: CE + beta·KL(f(x) || f(x')), x' from K steps on the KL term (Zhang et al., ICML 2019)",
+}
+
+
 # --- architectures ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

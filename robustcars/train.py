@@ -26,6 +26,7 @@ from . import io as rio
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import CarsData, CarsDataset, build_transform, limit_per_class, load_cars
+from .defend import BatchLoss, describe
 from .errors import CheckpointError, ConfigError
 from .lock import process_lock
 from .metrics import accuracy, macro_f1
@@ -82,17 +83,24 @@ def _autocast(device: torch.device):
 
 def train_one_epoch(model: nn.Sequential, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     criterion: nn.Module, device: torch.device, *, frozen: list[str] = (),
-                    scaler: torch.amp.GradScaler | None = None, on_batch: Callback | None = None) -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss, accuracy and macro-F1 of the training predictions."""
+                    scaler: torch.amp.GradScaler | None = None, on_batch: Callback | None = None,
+                    batch_loss: BatchLoss | None = None) -> dict[str, float]:
+    """One pass over ``loader``; returns mean loss, accuracy and macro-F1 of the training predictions.
+
+    ``batch_loss(model, x, y, batch_index) -> (loss, logits)`` replaces ``criterion(model(x), y)``: adversarial
+    training and distillation (:mod:`robustcars.defend`); the metrics are then of the logits it returns."""
     set_train_mode(model, frozen)
     total_loss = torch.zeros((), device=device)
     preds, labels = [], []
     n = 0
-    for x, y in loader:
+    for i, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device):
-            logits = model(x)
-            loss = criterion(logits, y)
+            if batch_loss is not None:
+                loss, logits = batch_loss(model, x, y, i)
+            else:
+                logits = model(x)
+                loss = criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -187,6 +195,7 @@ def _checkpoint_payload(cfg: TrainConfig, data: CarsData, model: nn.Module, froz
         "weights_origin": cfg.weights,
         "frozen": list(frozen),
         "config": cfg.to_dict(),
+        "defence": describe(cfg),  # adversarial training / distillation settings (None: standard training)
         "data": {"root": str(data.root), "layout": data.layout, "counts": data.counts(),
                  "val_from_train": data.val_from_train},
         "epoch": epoch,
@@ -215,13 +224,32 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
         cfg.device = device_name
     cfg.validate()
     data = load_cars(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, crop_to_bbox=cfg.crop_to_bbox)
+    teacher = _teacher(cfg, data)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, len(data.classes), weights="none" if state else cfg.weights)
     d, device = D.init(resolve_device(cfg.device))
     with process_lock(out, d):  # only now is anything written
         if not resume:
             _resume_state(out, False)  # again under the lock: another run may have started meanwhile
-        return _fit(cfg, state, data, model, d, device, reporter or Reporter(), command)
+        return _fit(cfg, state, data, model, d, device, reporter or Reporter(), command, teacher)
+
+
+def _teacher(cfg: TrainConfig, data: CarsData):
+    """The run to distil from (``--distill-from``), checked against the data's classes; None without one.
+
+    Raises:
+        CheckpointError: the run cannot be read; DataError: its classes are not the data's.
+    """
+    if not cfg.distill_from:
+        return None
+    from .errors import DataError
+    from .source import from_run
+
+    src = from_run(cfg.distill_from)
+    if src.class_names != list(data.classes):
+        raise DataError(f"--distill-from {cfg.distill_from} was trained on other classes than {cfg.data} "
+                        f"({src.num_classes} vs {len(data.classes)} classes, or another order)")
+    return src
 
 
 def _resume_state(out: Path, resume: bool) -> dict[str, Any] | None:
@@ -245,8 +273,35 @@ def _resume_state(out: Path, resume: bool) -> dict[str, Any] | None:
     return None
 
 
+def _robust_batches(cfg: TrainConfig, samples: list, eval_tf, count: int, device: torch.device
+                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A fixed, seeded set of ``count`` images (0 = all) in batches on ``device``, for PGD robust accuracy."""
+    from .data import subsample
+
+    if count and count < len(samples):
+        samples = subsample(samples, count, cfg.seed)
+    loader = DataLoader(CarsDataset(samples, eval_tf), batch_size=cfg.batch_size, shuffle=False, num_workers=0)
+    return [(x.to(device), y.to(device)) for x, y in loader]
+
+
+def _epoch_loss(cfg: TrainConfig, epoch: int, batches: int, criterion: nn.Module, frozen: list[str],
+                teacher: tuple[nn.Module, int] | None) -> BatchLoss | None:
+    """This epoch's per-batch loss: adversarial (eps warmed up batch by batch), distillation, or None."""
+    from .defend import adversarial_batch_loss, distill_batch_loss, warmup_eps
+
+    if cfg.adversarial:
+        def eps_of(batch: int) -> float:
+            return warmup_eps(cfg.train_eps, epoch, batch / max(batches, 1), cfg.eps_warmup)
+        return adversarial_batch_loss(cfg.adversarial, eps_of, cfg.train_steps, cfg.trades_beta, cfg.seed, epoch,
+                                      criterion, frozen)
+    if teacher is not None:
+        return distill_batch_loss(teacher[0], cfg.temperature, cfg.alpha, criterion, size=teacher[1],
+                                  defensive=cfg.defensive)
+    return None
+
+
 def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: nn.Sequential, d,
-         device: torch.device, rep: Reporter, command: str) -> FitResult:
+         device: torch.device, rep: Reporter, command: str, teacher_source=None) -> FitResult:
     from . import distributed as D
 
     out = Path(cfg.out)
@@ -263,13 +318,16 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     history: list[dict[str, float]] = []
+    # best_f1: the selection score — validation macro-F1, or validation robust accuracy when training adversarially
     best_f1, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 1
+    collapse: dict[str, Any] | None = None  # FGSM-RS catastrophic overfitting, once detected
     if state:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, best_f1, best_epoch = list(state["history"]), state["best_f1"], state["best_epoch"]
         bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
+        collapse = state.get("collapse")
         torch.set_rng_state(state["rng"])
     elif d.is_main:
         rio.write_json(out / "config.json", cfg.to_dict())
@@ -282,6 +340,14 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     eval_tf = build_transform(cfg.img_size, train=False, resize=cfg.resize)
     val_loader = make_loader(CarsDataset(data.split("val"), eval_tf), cfg.batch_size, shuffle=False,
                              workers=cfg.workers, device=device)
+    teacher = None
+    if teacher_source is not None:
+        teacher = (teacher_source.make().to(device).eval(), teacher_source.img_size)
+    robust_val = guard = None
+    if cfg.adversarial:  # fixed images: PGD robust accuracy for selection, and FGSM-RS's held batch
+        robust_val = _robust_batches(cfg, data.split("val"), eval_tf, cfg.robust_val_images, device)
+        if cfg.adversarial == "fgsm-rs":
+            guard = _robust_batches(cfg, train_samples, eval_tf, cfg.batch_size, device)[:1]
     trainable, total = count_parameters(model)
     rep.start({"arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "device": str(device),
                "classes": len(data.classes), "train": len(train_samples), "val": len(data.split("val")),
@@ -289,7 +355,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
                "layout": data.layout})
 
     t0 = time.perf_counter()
-    stopped_early = bad_epochs >= cfg.patience
+    stopped_early = bad_epochs >= cfg.patience or collapse is not None
     for epoch in range(start_epoch, cfg.epochs + 1):
         if stopped_early:
             break
@@ -300,24 +366,32 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
         else:  # DistributedSampler
             train_loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
+        loss_fn = _epoch_loss(cfg, epoch, len(train_loader), criterion, frozen, teacher)
         tr = train_one_epoch(net, train_loader, optimizer, criterion, device, frozen=frozen, scaler=scaler,
-                             on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} train", images_per_epoch(train_loader)))
+                             on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} train", images_per_epoch(train_loader)),
+                             batch_loss=loss_fn)
         rep.end_phase()
         va = evaluate(model, val_loader, device, criterion=criterion,
                       on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} val", len(data.split("val"))))
         rep.end_phase()
         scheduler.step()
         row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"], "train_f1": tr["f1"],
-               "val_loss": va["loss"], "val_acc": va["acc"], "val_f1": va["f1"],
-               "seconds": time.perf_counter() - te}
+               "val_loss": va["loss"], "val_acc": va["acc"], "val_f1": va["f1"]}
+        score = va["f1"]
+        if cfg.adversarial:
+            score = _robust_row(cfg, model, epoch, row, robust_val, guard, history)
+            if row.get("collapsed"):
+                collapse = {"epoch": epoch, "guard_robust_acc_before": history[-1]["guard_robust_acc"],
+                            "guard_robust_acc": row["guard_robust_acc"]}
+        row["seconds"] = time.perf_counter() - te
         history.append(row)
-        improved = va["f1"] > best_f1
+        improved = score > best_f1 and not row.get("collapsed")
         # every rank saw the same gathered metrics, so these decisions agree across ranks
         if improved:
-            best_f1, best_epoch, bad_epochs = va["f1"], epoch, 0
+            best_f1, best_epoch, bad_epochs = score, epoch, 0
         else:
             bad_epochs += 1
-        stopped_early = bad_epochs >= cfg.patience
+        stopped_early = bad_epochs >= cfg.patience or collapse is not None
         if d.is_main:
             metrics = {"val_acc": va["acc"], "val_f1": va["f1"]}
             if improved:
@@ -325,6 +399,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
             payload = _checkpoint_payload(cfg, data, model, frozen, epoch, metrics)
             payload.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history,
                            best_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, rng=torch.get_rng_state(),
+                           collapse=collapse,
                            commands=(list(state.get("commands", [])) if state else []) + ([command] if command else []))
             save_checkpoint(last_path, payload)
             rio.write_csv(out / "history.csv", history)
@@ -333,11 +408,34 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
 
     seconds = time.perf_counter() - t0 + (sum(h["seconds"] for h in history[: start_epoch - 1]) if state else 0.0)
     commands = (list(state.get("commands", [])) if state else []) + ([command] if command else [])
+    best_row = next((h for h in history if h["epoch"] == best_epoch), {})
     summary = {"commands": commands, "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen,
-               "best_epoch": best_epoch, "best_val_f1": best_f1, "epochs_run": len(history),
+               "best_epoch": best_epoch, "best_val_f1": best_row.get("val_f1", best_f1), "epochs_run": len(history),
                "stopped_early": stopped_early, "train_seconds": round(sum(h["seconds"] for h in history), 1)}
+    defence = describe(cfg)
+    if defence:
+        summary["defence"] = defence
+    if cfg.adversarial:
+        summary["best_val_robust_acc"] = best_f1
+        summary["catastrophic_overfitting"] = collapse
     test = _finish_run(cfg, data, model, history, summary, eval_tf, d, device, rep)
     return FitResult(out, history, best_epoch, best_f1, test, stopped_early, seconds)
+
+
+def _robust_row(cfg: TrainConfig, model: nn.Module, epoch: int, row: dict[str, Any], robust_val, guard,
+                history: list[dict[str, Any]]) -> float:
+    """Adds ``train_eps``, ``val_robust_acc`` (PGD at the full training eps on the fixed validation images) and,
+    for FGSM-RS, ``guard_robust_acc`` on the held training batch and ``collapsed`` to ``row``; returns the
+    selection score (the validation robust accuracy)."""
+    from .defend import collapsed, robust_accuracy, warmup_eps
+
+    row["train_eps"] = warmup_eps(cfg.train_eps, epoch, 1.0, cfg.eps_warmup)
+    row["val_robust_acc"] = robust_accuracy(model, robust_val, cfg.train_eps, cfg.robust_val_steps, cfg.seed)
+    if guard is not None:
+        row["guard_robust_acc"] = robust_accuracy(model, guard, cfg.train_eps, cfg.robust_val_steps, cfg.seed + 1)
+        previous = history[-1].get("guard_robust_acc") if history else None
+        row["collapsed"] = collapsed(previous, row["guard_robust_acc"])
+    return row["val_robust_acc"]
 
 
 def _finish_run(cfg: TrainConfig, data: CarsData, model: nn.Module, history: list[dict[str, float]],

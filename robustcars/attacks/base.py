@@ -11,13 +11,19 @@ never touched), calls the subclass's :meth:`Attack.run`, then projects every res
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..registry import NORMS, check_eps  # noqa: F401 - re-exported
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits, y, reduction="sum")
 
 
 @contextlib.contextmanager
@@ -42,20 +48,22 @@ def frozen_weights(model: nn.Module) -> Iterator[None]:
                 b.copy_(saved)
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False,
+                   loss_fn: LossFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and the gradient of the summed cross-entropy w.r.t. the input, from ONE forward pass.
 
     Args:
         x: float32 ``(N, C, H, W)`` in [0, 1]; y: int64 ``(N,)`` labels (targets when ``targeted``).
         targeted: return the gradient of ``-CE`` (descending towards ``y``).
+        loss_fn: ``(logits, y) -> summed loss`` ascended instead of the cross-entropy (e.g. TRADES' KL term,
+            with ``y`` the clean probabilities ``(N, K)``).
     Returns:
         ``(logits (N, K) detached, grad (N, C, H, W))``. Uses ``torch.autograd.grad``, never ``backward``.
     """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        loss = (loss_fn or _ce_sum)(logits, y)
         if targeted:
             loss = -loss
         (grad,) = torch.autograd.grad(loss, x)

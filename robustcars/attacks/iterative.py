@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import TARGETS, validate_params
-from .base import Attack, AttackOutput, input_gradient, project
+from .base import Attack, AttackOutput, LossFn, input_gradient, project
 
 
 def _l2_normalize(g: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ def _fooled(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tens
 
 
 def _ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, steps: int, targeted: bool,
-            early_stop: bool, update) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+            early_stop: bool, update, loss_fn: LossFn | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
     """The shared loop: ``update(idx, x_adv_sub, grad) -> new x_adv_sub`` for the still-active rows ``idx``
     (a slice while every image is active, else an int64 index tensor).
 
@@ -67,7 +67,7 @@ def _ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
     spent, first = 0, None
     for _ in range(steps):
         xa, ya = (x_adv, y) if full else (x_adv[active], y[active])
-        logits, grad = input_gradient(model, xa, ya, targeted=targeted)
+        logits, grad = input_gradient(model, xa, ya, targeted=targeted, loss_fn=loss_fn)
         spent += xa.shape[0]
         if first is None:
             first = logits
@@ -85,7 +85,8 @@ def _ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
 
 def pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,
             alpha: float | None = None, random_start: bool = True, targeted: bool = False, early_stop: bool = False,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+            generator: torch.Generator | None = None, loss_fn: LossFn | None = None
+            ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
     """:func:`pgd` that also returns the forward+backward passes spent (summed over images) and the logits at
     the start point (None when nothing was computed)."""
     if eps == 0 or steps == 0:
@@ -97,12 +98,12 @@ def pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
         step = grad.sign() if norm == "linf" else _l2_normalize(grad)
         return project(x[idx], xa + alpha * step, eps, norm)
 
-    return _ascend(model, x, y, x_adv, steps, targeted, early_stop, update)
+    return _ascend(model, x, y, x_adv, steps, targeted, early_stop, update, loss_fn)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,
         alpha: float | None = None, random_start: bool = True, targeted: bool = False, early_stop: bool = False,
-        generator: torch.Generator | None = None) -> torch.Tensor:
+        generator: torch.Generator | None = None, loss_fn: LossFn | None = None) -> torch.Tensor:
     """Projected gradient descent on the cross-entropy (one run, no restarts).
 
     Args:
@@ -113,11 +114,14 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
         targeted: ``y`` are targets; the loss is descended instead of ascended.
         early_stop: freeze each image at its first fooling iterate (see the module docstring).
         generator: CPU generator for the random start (determinism without touching global RNG).
+        loss_fn: ``(logits, y) -> summed loss`` to ascend instead of the cross-entropy (TRADES: the KL term,
+            ``y`` then the clean probabilities ``(N, K)``); early_stop then still compares argmax with ``y``,
+            so leave it off.
     Returns:
         float32 ``(N, C, H, W)`` in [0, 1] within the eps ball around ``x``.
     """
     return pgd_run(model, x, y, eps=eps, norm=norm, steps=steps, alpha=alpha, random_start=random_start,
-                   targeted=targeted, early_stop=early_stop, generator=generator)[0]
+                   targeted=targeted, early_stop=early_stop, generator=generator, loss_fn=loss_fn)[0]
 
 
 def mi_fgsm_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10,
