@@ -9,6 +9,7 @@ status 1 and the path of a file holding the traceback. Options are validated bef
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -52,6 +53,10 @@ class _Group(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         from rich.markup import escape
 
+        # A shell starts background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt: a
+        # `kill -INT` (or the web app's cancel) would be lost. SIGINT always means "stop, keep what is done".
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except NoArgsIsHelpError as exc:

@@ -23,16 +23,26 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 
 
 def learning_curves(history: list[dict[str, float]], path: str | Path) -> Path:
-    """Loss and macro-F1 per epoch, train vs val."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    """Loss and macro-F1 per epoch, train vs val; with adversarial training a third panel: validation clean vs
+    PGD robust accuracy (robust overfitting, Rice et al. 2020, shows there) and the held-batch guard."""
+    robust = bool(history) and "val_robust_acc" in history[0]
+    fig, axes = plt.subplots(1, 3 if robust else 2, figsize=(15 if robust else 10, 3.8))
     ep = [h["epoch"] for h in history]
-    for ax, key, label in ((a, "loss", "cross-entropy loss"), (b, "f1", "macro-F1")):
+    for ax, key, label in ((axes[0], "loss", "training loss"), (axes[1], "f1", "macro-F1")):
         ax.plot(ep, [h[f"train_{key}"] for h in history], "o-", label="train")
         ax.plot(ep, [h[f"val_{key}"] for h in history], "s-", label="val")
-        ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+    if robust:
+        ax = axes[2]
+        ax.plot(ep, [h["val_acc"] for h in history], "s-", label="val clean accuracy")
+        ax.plot(ep, [h["val_robust_acc"] for h in history], "d-", label="val PGD robust accuracy")
+        if "guard_robust_acc" in history[0]:
+            ax.plot(ep, [h["guard_robust_acc"] for h in history], "x--", label="held-batch PGD accuracy (guard)")
+        ax.set_ylabel("accuracy")
+    for ax in axes:
+        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle("Learning curves")
     return _save(fig, path)
 

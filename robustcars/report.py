@@ -177,6 +177,10 @@ def model_name(m: ModelResults) -> str:
     c = m.config or (m.attacks[0].meta["run"] if m.attacks else {})
     frozen = f", freeze {c.get('freeze')}" if c.get("freeze") else ""
     weights = c.get("weights", c.get("weights_origin", "?"))
+    if c.get("adversarial"):
+        frozen += f", {c['adversarial']} eps {c.get('train_eps'):g}"
+    elif c.get("distill_from"):
+        frozen += f", {'defensive ' if c.get('defensive') else ''}distilled T={c.get('temperature'):g}"
     return f"{c.get('arch', '?')} ({weights}{frozen}, {c.get('img_size', '?')} px)"
 
 
@@ -264,6 +268,7 @@ def _write_report(models: list[ModelResults], out: Path, *, title: str, command:
         report["comparison_figure"] = _rel(F.robustness_curves(overlay, out / "figures" / "comparison_robustness.png",
                                                                "Robust accuracy vs eps, all models"), out)
     report["comparison"] = comparison_rows(report["models"])
+    report["defence_comparison"] = defence_comparison(report["models"])
     suite_failed = [{"model": m["name"], "attack": f"suite {su['suite']}", **c} for m in report["models"]
                     for su in m["suites"] for c in su["checks"] if not c["ok"]]
     report["failed_checks"] = suite_failed + [{"model": m["name"], "attack": a["label"], **c}
@@ -387,6 +392,51 @@ def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def defence_label(metrics: dict[str, Any]) -> str:
+    """One line for a run's training defence (``standard`` when it has none)."""
+    d = metrics.get("defence")
+    if not d:
+        return "standard"
+    if d["method"] in ("distillation", "defensive distillation"):
+        return f"{d['method']} (T = {d['temperature']:g}, alpha = {d['alpha']:g})"
+    extra = f", {d['steps']} steps" if "steps" in d else ""
+    extra += f", beta {d['beta']:g}" if "beta" in d else ""
+    return f"{d['method']} adversarial training, L∞ eps {d['eps']:g}{extra}"
+
+
+def defence_comparison(models: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Standard vs defended runs side by side (when at least one of two or more models has a training defence):
+    clean accuracy and its cost against the first standard model, then robust accuracy, mean entropy and the
+    share of clean top-1 classes pushed out of the top 3, per attack label and eps shared by two or more models,
+    and each suite's worst case."""
+    if len(models) < 2 or not any(m["metrics"].get("defence") for m in models):
+        return None
+    names = [m["name"] for m in models]
+    base = next((m for m in models if not m["metrics"].get("defence")), models[0])
+    base_acc = base["metrics"].get("test_acc")
+    rows = [["training", *(defence_label(m["metrics"]) for m in models)],
+            ["clean test accuracy", *(_f(m["metrics"].get("test_acc"), 4) for m in models)],
+            [f"clean-accuracy cost vs {base['name']}",
+             *(_f(None if base_acc is None or m["metrics"].get("test_acc") is None
+                  else base_acc - m["metrics"]["test_acc"], 4) for m in models)]]
+    cells: dict[tuple[str, str, float], dict[int, Any]] = {}
+    for i, m in enumerate(models):
+        for a in m["attacks"]:
+            for r in a["rows"][1:]:
+                for what, key in (("robust accuracy", "accuracy"), ("mean entropy (nats)", "entropy_mean"),
+                                  ("clean top-1 out of the top 3", "top1_left_top3")):
+                    if key in r:
+                        cells.setdefault((a["label"], what, r["eps"]), {})[i] = r[key]
+        for su in m.get("suites", []):
+            for w in su["worst_case"]:
+                cells.setdefault((f"worst case ({su['suite']}, {w['norm']})", "robust accuracy", w["eps"]), {})[i] = \
+                    w["accuracy"]
+    for (label, what, eps), by_model in sorted(cells.items(), key=lambda kv: (kv[0][1] != "robust accuracy", kv[0])):
+        if len(by_model) >= 2:
+            rows.append([f"{label} @ {eps:g}: {what}", *(_f(by_model.get(i), 4) for i in range(len(models)))])
+    return {"head": ["", *names], "rows": rows}
+
+
 def _f(x: Any, d: int = 3) -> str:
     from .console import fmt
 
@@ -436,6 +486,9 @@ def _sections(report: dict[str, Any]):
         yield "table", (keys, [[_f(r.get(k), 4) if k != "model" else r[k] for k in keys] for r in report["comparison"]])
         if report.get("comparison_figure"):
             yield "img", report["comparison_figure"]
+    if report.get("defence_comparison"):
+        yield "h2", "Standard vs defended (same attacks, same images)"
+        yield "table", (report["defence_comparison"]["head"], report["defence_comparison"]["rows"])
     for m in report["models"]:
         yield "h2", f"Model: {m['name']}"
         met = m["metrics"]
@@ -445,6 +498,7 @@ def _sections(report: dict[str, Any]):
                           str(m["config"].get("weights", "–")),
                           ", ".join(met.get("frozen", [])) or "none", _f(met.get("best_epoch")),
                           _f(met.get("test_acc"), 4), _f(met.get("test_f1"), 4)]])
+        yield "p", f"Training: {defence_label(met)}."
         for key in ("learning_curves", "confusion", "robustness_curves"):
             if key in m["figures"]:
                 yield "img", m["figures"][key]

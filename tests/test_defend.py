@@ -181,3 +181,25 @@ def test_kl_sum_is_what_trades_ascends():
 def test_config_refuses_bad_values():
     with pytest.raises(ConfigError, match="--alpha must be in"):
         cfg_for("d", "o", distill_from="r", alpha=1.5).validate()
+
+
+def test_report_puts_standard_and_defended_side_by_side(tiny_data, tmp_path):
+    fit(cfg_for(tiny_data, tmp_path / "std", epochs=1))
+    fit(cfg_for(tiny_data, tmp_path / "adv", epochs=1, adversarial="trades", train_eps=0.03, train_steps=1,
+                robust_val_images=4, robust_val_steps=1))
+    for run in ("std", "adv"):
+        r = invoke_cli("attack", "--run", tmp_path / run, "--attack", "fgsm", "--eps", 0.01, "--eps", 0.03,
+                       "--batch-size", 4, "--workers", 0)
+        assert r.exit_code == 0, r.output
+    r = invoke_cli("report", tmp_path / "std", tmp_path / "adv", "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    table = {row[0]: row[1:] for row in report["defence_comparison"]["rows"]}
+    assert table["training"] == ["standard", "trades adversarial training, L∞ eps 0.03, 1 steps, beta 6"]
+    accs = [m["metrics"]["test_acc"] for m in report["models"]]
+    names = report["defence_comparison"]["head"][1:]
+    assert names == ["resnet18 (none, 32 px)", "resnet18 (none, trades eps 0.03, 32 px)"]
+    assert table[f"clean-accuracy cost vs {names[0]}"] == ["0.0000", f"{accs[0] - accs[1]:.4f}"]
+    robust = [next(r["accuracy"] for r in m["attacks"][0]["rows"][1:] if r["eps"] == 0.03) for m in report["models"]]
+    assert table["fgsm @ 0.03: robust accuracy"] == [f"{a:.4f}" for a in robust]
+    assert "Standard vs defended" in (tmp_path / "rep" / "report.md").read_text()

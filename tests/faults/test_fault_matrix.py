@@ -219,9 +219,11 @@ def test_fault_matrix(world, case: Case):
 
 # --- faults that need a real process: a full disk, Ctrl-C, kill -9, two writers at once --------------------
 
-def robustcars(*args, limit_bytes: int | None = None, **kw) -> subprocess.Popen:
+def robustcars(*args, limit_bytes: int | None = None, ignore_sigint: bool = False, **kw) -> subprocess.Popen:
     def limit():
         os.setpgrp()
+        if ignore_sigint:  # what a shell does to a background job ("robustcars ... &")
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if limit_bytes is not None:
             import resource
 
@@ -252,9 +254,11 @@ def test_full_disk_during_an_attack(world, tmp_path, examples, message):
     assert json.loads((out / "attack.json").read_text())["data"]["images"] == 9
 
 
-def test_ctrl_c_then_resume(world, tmp_path):
+@pytest.mark.parametrize("background", [False, True])
+def test_ctrl_c_then_resume(world, tmp_path, background):
     out = tmp_path / "int"
-    p = robustcars(*ATTACK, "--attack", "pgd", "--steps", "40", "--run", world["run"], "--out", out)
+    p = robustcars(*ATTACK, "--attack", "pgd", "--steps", "40", "--run", world["run"], "--out", out,
+                   ignore_sigint=background)
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "records.jsonl").is_file() and (out / "records.jsonl").stat().st_size):
         time.sleep(0.05)
