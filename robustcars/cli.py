@@ -286,10 +286,10 @@ def train(
 
 
 def _print_attack_result(result: dict[str, Any], files: str) -> None:
-    from .console import attack_table, checks_lines, console, min_norm_lines
+    from .console import attack_table, cascade_lines, checks_lines, console, min_norm_lines
 
     console.print(attack_table(result))
-    for line in min_norm_lines(result) + checks_lines(result["checks"]):
+    for line in min_norm_lines(result) + cascade_lines(result) + checks_lines(result["checks"]):
         console.print(line, soft_wrap=True)
     console.print(files, soft_wrap=True)
 

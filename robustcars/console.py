@@ -227,6 +227,25 @@ def min_norm_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cascade_lines(result: dict[str, Any]) -> list[str]:
+    """A cascade's breakdown, one line per eps: clean-correct images each attack fooled first, still robust;
+    then the passes per image each attack spent."""
+    blocks = result.get("fooled_by") or {}
+    costs = result.get("cost") or {}
+    if isinstance(blocks, list):  # a single attack's attack.json
+        blocks, costs = {result["rows"][1]["attack"]: blocks}, {result["rows"][1]["attack"]: costs}
+    lines = []
+    for label, per_eps in blocks.items():
+        for b in per_eps:
+            parts = ", ".join(f"{k} {v}" for k, v in b["fooled_first_by"].items()) or "none"
+            lines.append(f"{label} @ eps {b['eps']:g}: fooled first by {parts}; still robust {b['robust']}")
+        by = costs.get(label, {}).get("passes_per_image_by_attack")
+        if by:
+            lines.append(f"{label}: forward+backward passes per image — "
+                         + ", ".join(f"{k} {v:g}" for k, v in by.items()) + f" (total {sum(by.values()):g})")
+    return lines
+
+
 def checks_lines(checks: list[dict[str, Any]]) -> list[str]:
     return [f"[bold red]check failed:[/] {c['name']}" + (f" ({c['attack']})" if "attack" in c else "")
             + (f" = {c['value']:.3f}" if "value" in c else "")

@@ -224,4 +224,5 @@ def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, comman
         "run": first["run"], "data": first["data"],
         "cost": {label: res["cost"] for label, res in results.items()},
         "min_norms": {label: res["min_norms"] for label, res in results.items() if "min_norms" in res},
+        "fooled_by": {label: res["fooled_by"] for label, res in results.items() if "fooled_by" in res},
     }

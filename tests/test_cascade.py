@@ -145,7 +145,8 @@ def test_cli_cascade_suite_writes_the_breakdown_and_costs(tmp_path):
     assert set(by) == {"fgsm", "pgd5"} and sum(by.values()) == pytest.approx(
         meta["cost"]["forward_backward_passes_per_image"], abs=1e-2)
     summary = json.loads((out / "suite.json").read_text())
-    assert list(summary["results"]) == ["cascade"]
+    assert list(summary["results"]) == ["cascade"] and summary["fooled_by"]["cascade"] == meta["fooled_by"]
+    assert "cascade @ eps 0.02: fooled first by" in r.output and "forward+backward passes per image" in r.output
     r = invoke_cli("report", out, "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     assert "fooled first by" in (tmp_path / "rep" / "report.md").read_text()
