@@ -239,10 +239,12 @@ def cascade_lines(result: dict[str, Any]) -> list[str]:
         for b in per_eps:
             parts = ", ".join(f"{k} {v}" for k, v in b["fooled_first_by"].items()) or "none"
             lines.append(f"{label} @ eps {b['eps']:g}: fooled first by {parts}; still robust {b['robust']}")
-        by = costs.get(label, {}).get("passes_per_image_by_attack")
-        if by:
-            lines.append(f"{label}: forward+backward passes per image — "
-                         + ", ".join(f"{k} {v:g}" for k, v in by.items()) + f" (total {sum(by.values()):g})")
+        for key, what in (("passes_per_image_by_attack", "forward+backward passes"),
+                          ("queries_per_image_by_attack", "forward-only queries")):
+            by = costs.get(label, {}).get(key)
+            if by:
+                lines.append(f"{label}: {what} per image — "
+                             + ", ".join(f"{k} {v:g}" for k, v in by.items()) + f" (total {sum(by.values()):g})")
     return lines
 
 

@@ -335,7 +335,7 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     advance = rep.progress(len(mine), len(mine) - len(todo_idx))
     grad_zero: int | None = None  # known only for attacks that report it (FGSM)
     pass_total, position = 0.0, 0
-    passes_by: dict[str, int] = {}  # cascades: per attack of the cascade
+    passes_by: dict[str, dict[str, int]] = {"passes": {}, "queries": {}}  # cascades: per attack of the cascade
     try:  # unbuffered: a failed write (full disk) leaves nothing to flush on close; a torn line is repaired on resume
         fh = open(my_path, "ab", buffering=0)  # noqa: SIM115 - closed by the with block below
     except OSError as exc:
@@ -345,8 +345,9 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             x, y = x.to(device), y.to(device)
             scored, adv, res = score_batch(model, p.attack, x, y, cfg.eps)
             pass_total += res.passes * len(y)
-            for label, n_passes in (res.passes_by or {}).items():
-                passes_by[label] = passes_by.get(label, 0) + n_passes
+            for kind, counts in (("passes", res.passes_by), ("queries", res.queries_by)):
+                for label, n_passes in (counts or {}).items():
+                    passes_by[kind][label] = passes_by[kind].get(label, 0) + n_passes
             if res.grad_zero is not None:
                 grad_zero = (grad_zero or 0) + int(res.grad_zero.sum())
             idx = todo_idx[position:position + len(y)]
@@ -372,10 +373,11 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     grad_zero = None if all(z is None for z in zeros) else sum(z or 0 for z in zeros)
     attacked = sum(D.gather(len(todo_idx), d))
     seconds = max(D.gather(seconds, d))
-    by: dict[str, int] = {}
+    by: dict[str, dict[str, int]] = {"passes": {}, "queries": {}}
     for part in D.gather(passes_by, d):
-        for k, v in part.items():
-            by[k] = by.get(k, 0) + v
+        for kind, counts in part.items():
+            for k, v in counts.items():
+                by[kind][k] = by[kind].get(k, 0) + v
     D.barrier(d)
     if not d.is_main:
         return {}
@@ -386,8 +388,9 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             "images_per_second": round(attacked / seconds, 2) if seconds and attacked else None,
             "forward_backward_passes_per_image": round(pass_total / attacked, 3) if attacked and pass_total else None,
             "resumed_images": n - attacked, "processes": d.world}
-    if by and attacked:
-        cost["passes_per_image_by_attack"] = {k: round(v / attacked, 3) for k, v in by.items()}
+    if by["passes"] and attacked:  # cascades: gradient passes and gradient-free queries, per attack
+        cost["passes_per_image_by_attack"] = {k: round(v / attacked, 3) for k, v in by["passes"].items()}
+        cost["queries_per_image_by_attack"] = {k: round(v / attacked, 3) for k, v in by["queries"].items()}
     result = finish(p, kept, cost, grad_zero, attacked, str(device), command, model)
     for path in out.glob("kept*.pt"):
         path.unlink()

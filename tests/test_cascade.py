@@ -64,6 +64,8 @@ def test_worst_case_breakdown_and_pass_counts(problem):
     assert torch.equal(out.adv[-1][:4], x[:4])  # misclassified clean: never sent
     # known pass counts: FGSM one per image standing, BIM 5 per image FGSM left standing (eps 0 costs nothing)
     assert out.passes_by == {"fgsm": standing_before_fgsm, "bim5": 5 * standing_before_bim}
+    # forward-only queries: the check after each attack of which images it fooled, one per image sent
+    assert out.queries_by == {"fgsm": standing_before_fgsm, "bim5": standing_before_bim}
     assert out.passes == pytest.approx((standing_before_fgsm + 5 * standing_before_bim) / 32)
     assert 0 < standing_before_bim < standing_before_fgsm
 
@@ -150,3 +152,13 @@ def test_cli_cascade_suite_writes_the_breakdown_and_costs(tmp_path):
     r = invoke_cli("report", out, "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     assert "fooled first by" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_square_queries_are_counted_as_forward_only(problem):
+    pytest.importorskip("pyautoattack")
+    model, x, y = problem
+    out = get_attack("square", n_queries=30)(model, x, y, [0.02])
+    standing = int((~wrong(model, x, y)).sum())
+    # Square runs its queries without gradients: they are queries, not forward+backward passes
+    assert out.passes_by["square"] <= standing  # at most pyautoattack's first prediction, with grad mode on
+    assert out.queries_by["square"] >= 2 * standing

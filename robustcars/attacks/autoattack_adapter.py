@@ -11,9 +11,9 @@
   once per eps does). Only clean-correct images are ever sent. The chaining is
   :class:`robustcars.attacks.cascade.Cascade`, which also chains any registered attacks (``cascade``).
 * ``pyautoattack`` reseeds torch's global RNG in ``perturb``; every call here runs inside
-  ``torch.random.fork_rng()``, so the caller's random state is untouched. ``passes`` counts the forward passes
-  run with gradients enabled (APGD and FAB follow each with an input-backward; Square's queries run that way too,
-  without a backward, and are counted alike).
+  ``torch.random.fork_rng()``, so the caller's random state is untouched. Cost is counted by the cascade: passes
+  with gradients (APGD, FAB; each followed by an input-backward) and forward-only queries (Square's, FAB's and
+  the checks), per attack.
 """
 
 from __future__ import annotations

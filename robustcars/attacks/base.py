@@ -101,6 +101,7 @@ class AttackOutput:
     min_norms: torch.Tensor | None = None  # float (N,) minimal adversarial norm (minimum-norm attacks; inf = failed)
     passes: float = 0.0  # mean forward+backward passes spent per image (0 when the attack does not count them)
     passes_by: dict[str, int] | None = None  # cascades: passes summed over the batch, per attack label
+    queries_by: dict[str, int] | None = None  # cascades: forward passes without gradients, likewise
     fooled_by: list[list[str | None]] | None = None  # cascades: per eps, per image, the label of the attack that won
 
 

@@ -8,10 +8,10 @@ images no earlier attack fooled; an image counts as robust at eps only if every 
 it, each eps starts again from all clean-correct images (what running AutoAttack once per eps does): the
 baseline that ``reuse_eps`` is measured against. Misclassified clean images are never attacked.
 
-Cost: every forward pass run with gradients enabled is counted per image (a forward hook on the model), in
-total (``AttackOutput.passes``) and per attack (``AttackOutput.passes_by``). For gradient attacks each such
-pass is followed by one input-backward; Square's queries run the same way without a backward and are counted
-alike, so the count is an upper bound on work for Square.
+Cost: every forward pass of the model is counted per image with a forward hook, per attack: passes run with
+gradients enabled (each followed by one input-backward: ``AttackOutput.passes_by``, in total ``passes``) and
+passes without (queries: Square's, FAB's line searches, the check after each attack of which images it fooled:
+``AttackOutput.queries_by``).
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ class Cascade(Attack):
         with torch.no_grad():
             clean_logits = model(x)
         correct = clean_logits.argmax(1) == y
-        spent = {"now": 0}
+        spent = {True: 0, False: 0}  # image-forwards with / without gradients
 
         def count(_module, inputs, _output):
-            if torch.is_grad_enabled():
-                spent["now"] += inputs[0].shape[0]
+            spent[torch.is_grad_enabled()] += inputs[0].shape[0]
 
         passes_by = {label: 0 for label, _ in self.attacks}
+        queries_by = {label: 0 for label, _ in self.attacks}
         adv_by_eps: dict[float, torch.Tensor] = {}
         by_eps: dict[float, list[str | None]] = {}
         current, standing, breaker = x.clone(), correct.clone(), [None] * len(y)
@@ -64,11 +64,12 @@ class Cascade(Attack):
                     idx = standing.nonzero().flatten()
                     if idx.numel() == 0 or e == 0:
                         break
-                    before = spent["now"]
+                    before = dict(spent)
                     out = attack(model, x[idx], y[idx], [e]).adv[0]
-                    passes_by[label] += spent["now"] - before
                     with torch.no_grad():
                         fooled = model(out).argmax(1) != y[idx]
+                    passes_by[label] += spent[True] - before[True]
+                    queries_by[label] += spent[False] - before[False]
                     hit = idx[fooled]
                     current[hit] = out[fooled]
                     standing[hit] = False
@@ -79,7 +80,7 @@ class Cascade(Attack):
             handle.remove()
         n = x.shape[0]
         return AttackOutput(eps=eps, adv=[adv_by_eps[e] for e in eps], clean_logits=clean_logits,
-                            passes=sum(passes_by.values()) / n, passes_by=passes_by,
+                            passes=sum(passes_by.values()) / n, passes_by=passes_by, queries_by=queries_by,
                             fooled_by=[by_eps[e] for e in eps])
 
 
