@@ -160,5 +160,6 @@ def test_square_queries_are_counted_as_forward_only(problem):
     out = get_attack("square", n_queries=30)(model, x, y, [0.02])
     standing = int((~wrong(model, x, y)).sum())
     # Square runs its queries without gradients: they are queries, not forward+backward passes
-    assert out.passes_by["square"] <= standing  # at most pyautoattack's first prediction, with grad mode on
+    # pyautoattack's two predictions around the search run with grad mode on: counted as passes, nothing else
+    assert out.passes_by["square"] <= 2 * standing
     assert out.queries_by["square"] >= 2 * standing

@@ -9,7 +9,8 @@ it, each eps starts again from all clean-correct images (what running AutoAttack
 baseline that ``reuse_eps`` is measured against. Misclassified clean images are never attacked.
 
 Cost: every forward pass of the model is counted per image with a forward hook, per attack: passes run with
-gradients enabled (each followed by one input-backward: ``AttackOutput.passes_by``, in total ``passes``) and
+gradients enabled (each followed by one input-backward, except a library's own predictions made in grad mode:
+``AttackOutput.passes_by``, in total ``passes``) and
 passes without (queries: Square's, FAB's line searches, the check after each attack of which images it fooled:
 ``AttackOutput.queries_by``).
 """
