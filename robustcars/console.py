@@ -110,6 +110,10 @@ class RichTrainReporter:
             f"{info['trainable']:,} of {info['params']:,} parameters trainable"
             + (f"; resuming at epoch {info['start_epoch']}" if info["start_epoch"] > 1 else ""), soft_wrap=True
         )
+        d = info.get("defence")
+        if d:
+            detail = ", ".join(f"{k} {v}" for k, v in d.items() if k != "method")
+            console.print(f"[bold]{d['method']}[/]: {detail}", soft_wrap=True)
 
     def phase(self, name: str, total: int):
         self.bar = _Bar(name, total)

@@ -352,7 +352,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     rep.start({"arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "device": str(device),
                "classes": len(data.classes), "train": len(train_samples), "val": len(data.split("val")),
                "trainable": trainable, "params": total, "start_epoch": start_epoch, "epochs": cfg.epochs,
-               "layout": data.layout})
+               "layout": data.layout, "defence": describe(cfg)})
 
     t0 = time.perf_counter()
     stopped_early = bad_epochs >= cfg.patience or collapse is not None
