@@ -410,7 +410,8 @@ def list_attacks() -> None:
     for col in ("attack", "norm", "kind", "source", "parameters: allowed values \\[default] — meaning"):
         t.add_column(col)
     for spec in ATTACKS.values():
-        params = "\n".join(f"{p.name}: {p.describe} \\[{p.default}] — {p.help}" for p in spec.params) or "–"
+        params = "\n".join(f"{p.name}: {p.describe} \\[{'required' if p.required else p.default}] — {p.help}"
+                           for p in spec.params) or "–"
         t.add_row(spec.name, NORMS[spec.norm], spec.kind, f"{spec.source}: {spec.summary}", params)
     console.print(t)
 
