@@ -305,7 +305,6 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     from . import distributed as D
 
     out = Path(cfg.out)
-    last_path = out / "last.pt"
     train_samples = data.split("train")
     if cfg.limit_per_class:
         train_samples = limit_per_class(train_samples, cfg.limit_per_class)
@@ -340,14 +339,8 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     eval_tf = build_transform(cfg.img_size, train=False, resize=cfg.resize)
     val_loader = make_loader(CarsDataset(data.split("val"), eval_tf), cfg.batch_size, shuffle=False,
                              workers=cfg.workers, device=device)
-    teacher = None
-    if teacher_source is not None:
-        teacher = (teacher_source.make().to(device).eval(), teacher_source.img_size)
-    robust_val = guard = None
-    if cfg.adversarial:  # fixed images: PGD robust accuracy for selection, and FGSM-RS's held batch
-        robust_val = _robust_batches(cfg, data.split("val"), eval_tf, cfg.robust_val_images, device)
-        if cfg.adversarial == "fgsm-rs":
-            guard = _robust_batches(cfg, train_samples, eval_tf, cfg.batch_size, device)[:1]
+    teacher, robust_val, guard = _defence_inputs(cfg, data, train_samples, eval_tf, device, teacher_source)
+    commands = (list(state.get("commands", [])) if state else []) + ([command] if command else [])
     trainable, total = count_parameters(model)
     rep.start({"arch": cfg.arch, "weights": cfg.weights, "frozen": frozen, "device": str(device),
                "classes": len(data.classes), "train": len(train_samples), "val": len(data.split("val")),
@@ -360,11 +353,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
         if stopped_early:
             break
         te = time.perf_counter()
-        # Seed the shuffle per epoch so a resumed run sees the same order as an uninterrupted one.
-        if train_loader.generator is not None:
-            train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)
-        else:  # DistributedSampler
-            train_loader.sampler.set_epoch(epoch)
+        _seed_epoch(train_loader, cfg.seed, epoch)
         lr = optimizer.param_groups[0]["lr"]
         loss_fn = _epoch_loss(cfg, epoch, len(train_loader), criterion, frozen, teacher)
         tr = train_one_epoch(net, train_loader, optimizer, criterion, device, frozen=frozen, scaler=scaler,
@@ -393,33 +382,62 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
             bad_epochs += 1
         stopped_early = bad_epochs >= cfg.patience or collapse is not None
         if d.is_main:
-            metrics = {"val_acc": va["acc"], "val_f1": va["f1"]}
+            payload = _checkpoint_payload(cfg, data, model, frozen, epoch, {"val_acc": va["acc"], "val_f1": va["f1"]})
             if improved:
-                save_checkpoint(out / "best.pt", _checkpoint_payload(cfg, data, model, frozen, epoch, metrics))
-            payload = _checkpoint_payload(cfg, data, model, frozen, epoch, metrics)
-            payload.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history,
-                           best_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, rng=torch.get_rng_state(),
-                           collapse=collapse,
-                           commands=(list(state.get("commands", [])) if state else []) + ([command] if command else []))
-            save_checkpoint(last_path, payload)
+                save_checkpoint(out / "best.pt", payload)
+            save_checkpoint(out / "last.pt", {
+                **payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "rng": torch.get_rng_state(), "collapse": collapse, "commands": commands})
             rio.write_csv(out / "history.csv", history)
         D.barrier(d)
         rep.epoch(row, improved)
 
     seconds = time.perf_counter() - t0 + (sum(h["seconds"] for h in history[: start_epoch - 1]) if state else 0.0)
-    commands = (list(state.get("commands", [])) if state else []) + ([command] if command else [])
+    summary = _run_summary(cfg, history, commands, frozen, best_epoch, best_f1, stopped_early, collapse)
+    test = _finish_run(cfg, data, model, history, summary, eval_tf, d, device, rep)
+    return FitResult(out, history, best_epoch, best_f1, test, stopped_early, seconds)
+
+
+def _seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Seed the shuffle per epoch so a resumed run sees the same order as an uninterrupted one."""
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 1000 + epoch)
+    else:  # DistributedSampler
+        loader.sampler.set_epoch(epoch)
+
+
+def _defence_inputs(cfg: TrainConfig, data: CarsData, train_samples: list, eval_tf, device: torch.device,
+                    teacher_source) -> tuple[tuple[nn.Module, int] | None, list | None, list | None]:
+    """``(teacher (model, img size) or None, robust-validation batches, FGSM-RS held batch)``: the fixed images of
+    adversarial training's selection and guard, and the distillation teacher, built once per run."""
+    teacher = None
+    if teacher_source is not None:
+        teacher = (teacher_source.make().to(device).eval(), teacher_source.img_size)
+    robust_val = guard = None
+    if cfg.adversarial:
+        robust_val = _robust_batches(cfg, data.split("val"), eval_tf, cfg.robust_val_images, device)
+        if cfg.adversarial == "fgsm-rs":
+            guard = _robust_batches(cfg, train_samples, eval_tf, cfg.batch_size, device)[:1]
+    return teacher, robust_val, guard
+
+
+def _run_summary(cfg: TrainConfig, history: list[dict[str, Any]], commands: list[str], frozen: list[str],
+                 best_epoch: int, best_score: float, stopped_early: bool, collapse: dict[str, Any] | None
+                 ) -> dict[str, Any]:
+    """metrics.json without the test metrics; ``best_score`` is the selection score (macro-F1 or robust accuracy)."""
     best_row = next((h for h in history if h["epoch"] == best_epoch), {})
     summary = {"commands": commands, "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen,
-               "best_epoch": best_epoch, "best_val_f1": best_row.get("val_f1", best_f1), "epochs_run": len(history),
-               "stopped_early": stopped_early, "train_seconds": round(sum(h["seconds"] for h in history), 1)}
+               "best_epoch": best_epoch, "best_val_f1": best_row.get("val_f1", best_score),
+               "epochs_run": len(history), "stopped_early": stopped_early,
+               "train_seconds": round(sum(h["seconds"] for h in history), 1)}
     defence = describe(cfg)
     if defence:
         summary["defence"] = defence
     if cfg.adversarial:
-        summary["best_val_robust_acc"] = best_f1
+        summary["best_val_robust_acc"] = best_score
         summary["catastrophic_overfitting"] = collapse
-    test = _finish_run(cfg, data, model, history, summary, eval_tf, d, device, rep)
-    return FitResult(out, history, best_epoch, best_f1, test, stopped_early, seconds)
+    return summary
 
 
 def _robust_row(cfg: TrainConfig, model: nn.Module, epoch: int, row: dict[str, Any], robust_val, guard,
