@@ -50,6 +50,18 @@ def tiny_cnn(k: int = 4) -> nn.Module:
                          nn.Flatten(), nn.Linear(32, k))
 
 
+def labelled_batch(n: int, wrong: int):
+    """A seeded tiny CNN (4 classes), ``n`` random 8x8 images labelled with its own predictions, the first
+    ``wrong`` relabelled so the model gets them wrong (attacks must leave those alone)."""
+    torch.manual_seed(0)
+    model = tiny_cnn(4).eval()
+    x = torch.rand(n, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:wrong] = (y[:wrong] + 1) % 4
+    return model, x, y
+
+
 def test_properties_eps_zero_budget_bounds():
     model = tiny_cnn().eval()
     x, y = torch.rand(6, 3, 8, 8), torch.randint(0, 4, (6,))

@@ -10,7 +10,7 @@ import torch
 from robustcars.attacks import get_attack
 
 from .conftest import invoke_cli, train_tiny_run
-from .test_attacks import tiny_cnn
+from .test_attacks import labelled_batch
 
 pytest.importorskip("pyautoattack")
 FAST = {"apgd_ce": {"n_iter": 5}, "apgd_t": {"n_iter": 5, "n_target_classes": 2},
@@ -21,13 +21,7 @@ EPS = {"linf": [0.0, 0.01, 0.05, 0.2], "l2": [0.0, 0.1, 0.5, 1.0]}
 
 @pytest.fixture
 def problem():
-    torch.manual_seed(0)
-    model = tiny_cnn(4).eval()
-    x = torch.rand(16, 3, 8, 8)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    y[:3] = (y[:3] + 1) % 4  # three images the model already gets wrong: never attacked, stay wrong
-    return model, x, y
+    return labelled_batch(16, 3)  # 3 images the model already gets wrong: never attacked
 
 
 def accuracy(model, x, y):

@@ -12,7 +12,7 @@ from robustcars.errors import ConfigError
 from robustcars.suite import load_suite
 
 from .conftest import invoke_cli, train_tiny_run
-from .test_attacks import tiny_cnn
+from .test_attacks import labelled_batch
 
 EPS = [0.0, 0.02, 0.05, 0.1]
 PARTS = [{"name": "fgsm"}, {"name": "bim", "label": "bim5", "steps": 5}]
@@ -20,13 +20,7 @@ PARTS = [{"name": "fgsm"}, {"name": "bim", "label": "bim5", "steps": 5}]
 
 @pytest.fixture
 def problem():
-    torch.manual_seed(0)
-    model = tiny_cnn(4).eval()
-    x = torch.rand(32, 3, 8, 8)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    y[:4] = (y[:4] + 1) % 4  # four images the model already gets wrong: never attacked
-    return model, x, y
+    return labelled_batch(32, 4)  # 4 images the model already gets wrong: never attacked
 
 
 def wrong(model, x, y):
