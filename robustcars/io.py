@@ -80,6 +80,18 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], fieldn
     return write_text(path, buf.getvalue())
 
 
+def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The per-epoch rows of a run's ``history.csv`` as floats (``True``/``False`` of older files as 1.0/0.0).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: a cell is neither a number nor a boolean.
+    """
+    flags = {"True": 1.0, "False": 0.0}
+    with open(path, encoding="utf-8") as fh:
+        return [{k: flags[v] if v in flags else float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)

@@ -10,7 +10,6 @@ re-computed on images: every number comes from those files. Writes::
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -52,8 +51,7 @@ class ModelResults:
 
 def _read_history(path: Path) -> list[dict[str, float]]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return rio.read_history(path)
     except (OSError, ValueError, TypeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
 

@@ -452,7 +452,7 @@ def _robust_row(cfg: TrainConfig, model: nn.Module, epoch: int, row: dict[str, A
     if guard is not None:
         row["guard_robust_acc"] = robust_accuracy(model, guard, cfg.train_eps, cfg.robust_val_steps, cfg.seed + 1)
         previous = history[-1].get("guard_robust_acc") if history else None
-        row["collapsed"] = collapsed(previous, row["guard_robust_acc"])
+        row["collapsed"] = int(collapsed(previous, row["guard_robust_acc"]))  # 0/1: history.csv stays numeric
     return row["val_robust_acc"]
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from robustcars import defend
+from robustcars import io as rio
 from robustcars.checkpoint import read_checkpoint
 from robustcars.errors import ConfigError
 from robustcars.train import fit
@@ -142,6 +143,8 @@ def test_the_fgsm_rs_guard_stops_on_a_collapse_and_keeps_the_best_epoch(tiny_dat
                       robust_val_steps=2, epochs=5, eps_warmup=0))
     assert [h["epoch"] for h in res.history] == [1, 2, 3] and res.stopped_early
     assert [h["collapsed"] for h in res.history] == [False, False, True]
+    # history.csv stays numeric, so report and the web app read it back (a bool column broke both)
+    assert [h["collapsed"] for h in rio.read_history(tmp_path / "run" / "history.csv")] == [0.0, 0.0, 1.0]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["catastrophic_overfitting"] == {"epoch": 3, "guard_robust_acc_before": 0.85,
                                                    "guard_robust_acc": 0.1}
@@ -203,3 +206,13 @@ def test_report_puts_standard_and_defended_side_by_side(tiny_data, tmp_path):
     robust = [next(r["accuracy"] for r in m["attacks"][0]["rows"][1:] if r["eps"] == 0.03) for m in report["models"]]
     assert table["fgsm @ 0.03: robust accuracy"] == [f"{a:.4f}" for a in robust]
     assert "Standard vs defended" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_history_files_of_earlier_versions_with_boolean_cells_are_read(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,val_acc,collapsed\n1,0.5,False\n2,0.25,True\n")
+    assert rio.read_history(path) == [{"epoch": 1.0, "val_acc": 0.5, "collapsed": 0.0},
+                                      {"epoch": 2.0, "val_acc": 0.25, "collapsed": 1.0}]
+    path.write_text("epoch,val_acc\n1,abc\n")
+    with pytest.raises(ValueError):
+        rio.read_history(path)

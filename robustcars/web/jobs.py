@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -159,8 +158,7 @@ class JobManager:
         lines = log.splitlines()
         history = []
         if (run / "history.csv").is_file():
-            with open(run / "history.csv", encoding="utf-8") as fh:
-                history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            history = rio.read_history(run / "history.csv")
         return {**asdict(job), "progress": 1.0 if job.state == "done" else _progress(lines),
                 "history": history, "log": lines[-log_lines:]}
 
