@@ -138,6 +138,24 @@ def test_a_weak_own_pgd_is_flagged_against_autoattack():
                                   "aa": _meta("apgd_ce", accs=[(0.01, 0.5)])}) == []  # targeted: not compared
 
 
+def test_pgd_is_checked_against_minimum_norm_attacks_of_its_own_norm():
+    """DeepFool L∞'s minimal norms give a robust accuracy per eps: PGD above it is flagged; L2 ones are not used."""
+    from robustcars.checks import weaker_than_reference
+
+    [flag] = weaker_than_reference({"pgd": _meta("pgd", accs=[(0.01, 0.40), (0.02, 0.30)]),
+                                    "df": _meta("deepfool_linf", accs=[(0.01, 0.35), (0.02, 0.05)])})
+    assert flag["name"] == "pgd_not_weaker_than_df" and not flag["ok"] and flag["eps"] == [0.01, 0.02]
+    assert abs(flag["value"] - 0.25) < 1e-9
+    assert weaker_than_reference({"pgd": _meta("pgd", accs=[(0.01, 0.40)]),
+                                  "df": _meta("deepfool_linf", accs=[(0.01, 0.41)])})[0]["ok"]
+    assert weaker_than_reference({"pgd": _meta("pgd", accs=[(0.01, 0.9)]),  # another norm: not comparable
+                                  "cw": _meta("cw_l2", norm="l2", accs=[(0.01, 0.1)])}) == []
+    assert weaker_than_reference({"pgd": _meta("pgd_l2", norm="l2", accs=[(0.5, 0.9)]),  # EAD's objective is
+                                  "ead": _meta("ead", norm="l2", accs=[(0.5, 0.1)])}) == []  # not its L2 norm
+    assert not weaker_than_reference({"pgd": _meta("pgd_l2", norm="l2", accs=[(0.5, 0.9)]),
+                                      "cw": _meta("cw_l2", norm="l2", accs=[(0.5, 0.1)])})[0]["ok"]
+
+
 def test_suite_with_a_weak_pgd_and_apgd_gets_the_flag_and_a_worst_case_row(tmp_path):
     """A deliberately weak PGD (1 step, tiny step size) is flagged against APGD-CE; a strong one is not."""
     data, run = train_tiny_run(tmp_path, classes=4)
