@@ -339,6 +339,7 @@ def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str]
            "checks": meta.get("checks", []), "cost": meta.get("cost", {}), "dir": str(a.dir), "figures": {}}
     fi = _focus_eps_index(eps)
     att["focus_eps"] = eps[fi]
+    att["image_set"] = image_set_id(recs)
     att["top1_rank"] = {str(e): top1_rank_distribution(recs, j) for j, e in enumerate(eps)}
     att["figures"]["rank_hist"] = _rel(F.rank_histogram(att["top1_rank"], figdir / f"{slug}_{label}_ranks.png",
                                                         f"{label}: adversarial rank of the clean top-1"), out)
@@ -372,20 +373,46 @@ def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str]
     return att
 
 
+def image_set_id(records: list[dict[str, Any]]) -> str:
+    """A short id of the images an attack result covers (SHA-256 of its sorted image paths, 16 hex digits): two
+    results are on the same images exactly when their ids are equal."""
+    return hashlib.sha256("\n".join(sorted(r["path"] for r in records)).encode()).hexdigest()[:16]
+
+
+def _shared_focus(eps_lists: list[list[float]]) -> float | None:
+    """The eps closest to 0.01 among those every list has (None when they share none)."""
+    shared = sorted(set.intersection(*(set(e) for e in eps_lists))) if eps_lists else []
+    return shared[_focus_eps_index(shared)] if shared else None
+
+
 def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model: clean test metrics and robust accuracy of each attack at its focus eps."""
+    """One row per model: clean test metrics and robust accuracy of each attack (and each suite's worst case) at
+    one eps per column — the eps closest to 0.01 that every model with that attack label shares, so that models
+    line up; an attack whose eps no other model shares gets a column at its own focus eps."""
+    cols: dict[str, list[list[float]]] = {}
+    for m in models:
+        for su in m.get("suites", []):
+            for norm in dict.fromkeys(w["norm"] for w in su["worst_case"]):
+                cols.setdefault(f"worst case ({su['suite']}, {norm})", []).append(
+                    [w["eps"] for w in su["worst_case"] if w["norm"] == norm])
+        for a in m["attacks"]:
+            cols.setdefault(a["label"], []).append([r["eps"] for r in a["rows"][1:]])
+    focus = {k: _shared_focus(v) for k, v in cols.items()}
     rows = []
     for m in models:
         row = {"model": m["name"], "test_acc": m["metrics"].get("test_acc"), "test_f1": m["metrics"].get("test_f1")}
         for su in m.get("suites", []):  # the headline: robust accuracy against every attack of the suite
             for norm in dict.fromkeys(w["norm"] for w in su["worst_case"]):
+                key = f"worst case ({su['suite']}, {norm})"
                 worst = [w for w in su["worst_case"] if w["norm"] == norm]
-                w = worst[_focus_eps_index([x["eps"] for x in worst])]
-                row[f"worst case ({su['suite']}, {norm}) @ {w['eps']:g}"] = w["accuracy"]
+                e = focus[key] if focus[key] is not None else worst[_focus_eps_index([x["eps"] for x in worst])]["eps"]
+                w = next(x for x in worst if x["eps"] == e)
+                row[f"{key} @ {e:g}"] = w["accuracy"]
         for a in m["attacks"]:
-            r = next((r for r in a["rows"][1:] if r["eps"] == a["focus_eps"]), None)
+            e = focus[a["label"]] if focus[a["label"]] is not None else a["focus_eps"]
+            r = next((r for r in a["rows"][1:] if r["eps"] == e), None)
             if r:
-                row[f"{a['label']} @ {a['focus_eps']:g}"] = r["accuracy"]
+                row[f"{a['label']} @ {e:g}"] = r["accuracy"]
         rows.append(row)
     return rows
 
@@ -417,21 +444,29 @@ def defence_comparison(models: list[dict[str, Any]]) -> dict[str, Any] | None:
             [f"clean-accuracy cost vs {base['name']}",
              *(_f(None if base_acc is None or m["metrics"].get("test_acc") is None
                   else base_acc - m["metrics"]["test_acc"], 4) for m in models)]]
-    cells: dict[tuple[str, str, float], dict[int, Any]] = {}
+    # rows are matched by what was run, not by folder label: the same attack and parameters on the same images
+    cells: dict[tuple, dict[int, Any]] = {}
+    shown: dict[tuple, str] = {}
     for i, m in enumerate(models):
         for a in m["attacks"]:
+            same = (a["attack"], a["norm"], json.dumps(a.get("params", {}), sort_keys=True, default=str),
+                    a.get("image_set"))
+            shown.setdefault(same, f"{a['label']} ({a['images']} images)")
             for r in a["rows"][1:]:
                 for what, key in (("robust accuracy", "accuracy"), ("mean entropy (nats)", "entropy_mean"),
                                   ("clean top-1 out of the top 3", "top1_left_top3")):
                     if key in r:
-                        cells.setdefault((a["label"], what, r["eps"]), {})[i] = r[key]
+                        cells.setdefault((same, what, r["eps"]), {})[i] = r[key]
         for su in m.get("suites", []):
             for w in su["worst_case"]:
-                cells.setdefault((f"worst case ({su['suite']}, {w['norm']})", "robust accuracy", w["eps"]), {})[i] = \
-                    w["accuracy"]
-    for (label, what, eps), by_model in sorted(cells.items(), key=lambda kv: (kv[0][1] != "robust accuracy", kv[0])):
+                same = ("worst case", su["suite"], w["norm"], w.get("images"))
+                shown.setdefault(same, f"worst case ({su['suite']}, {w['norm']}, {w.get('images')} images)")
+                cells.setdefault((same, "robust accuracy", w["eps"]), {})[i] = w["accuracy"]
+    order = sorted(cells, key=lambda k: (k[1] != "robust accuracy", shown[k[0]], k[2]))
+    for same, what, eps in order:
+        by_model = cells[(same, what, eps)]
         if len(by_model) >= 2:
-            rows.append([f"{label} @ {eps:g}: {what}", *(_f(by_model.get(i), 4) for i in range(len(models)))])
+            rows.append([f"{shown[same]} @ {eps:g}: {what}", *(_f(by_model.get(i), 4) for i in range(len(models)))])
     return {"head": ["", *names], "rows": rows}
 
 
@@ -485,7 +520,7 @@ def _sections(report: dict[str, Any]):
         if report.get("comparison_figure"):
             yield "img", report["comparison_figure"]
     if report.get("defence_comparison"):
-        yield "h2", "Standard vs defended (same attacks, same images)"
+        yield "h2", "Standard vs defended (rows: the same attack and parameters on the same images)"
         yield "table", (report["defence_comparison"]["head"], report["defence_comparison"]["rows"])
     for m in report["models"]:
         yield "h2", f"Model: {m['name']}"

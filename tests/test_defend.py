@@ -204,7 +204,8 @@ def test_report_puts_standard_and_defended_side_by_side(tiny_data, tmp_path):
     assert names == ["resnet18 (none, 32 px)", "resnet18 (none, trades eps 0.03, 32 px)"]
     assert table[f"clean-accuracy cost vs {names[0]}"] == ["0.0000", f"{accs[0] - accs[1]:.4f}"]
     robust = [next(r["accuracy"] for r in m["attacks"][0]["rows"][1:] if r["eps"] == 0.03) for m in report["models"]]
-    assert table["fgsm @ 0.03: robust accuracy"] == [f"{a:.4f}" for a in robust]
+    n = report["models"][0]["attacks"][0]["images"]
+    assert table[f"fgsm ({n} images) @ 0.03: robust accuracy"] == [f"{a:.4f}" for a in robust]
     assert "Standard vs defended" in (tmp_path / "rep" / "report.md").read_text()
 
 
@@ -216,3 +217,39 @@ def test_history_files_of_earlier_versions_with_boolean_cells_are_read(tmp_path)
     path.write_text("epoch,val_acc\n1,abc\n")
     with pytest.raises(ValueError):
         rio.read_history(path)
+
+
+def _model(name, defence, attacks):
+    """A report's model entry by hand: attacks as (label, attack, params, image_set, {eps: accuracy})."""
+    return {"name": name, "metrics": {"test_acc": 0.7, "defence": defence}, "suites": [],
+            "attacks": [{"label": label, "attack": attack, "norm": "linf", "params": params, "image_set": ids,
+                         "images": 64, "focus_eps": max(accs),
+                         "rows": [{"eps": 0.0, "accuracy": 0.7}, *({"eps": e, "accuracy": a} for e, a in accs.items())]}
+                        for label, attack, params, ids, accs in attacks]}
+
+
+def test_defence_comparison_pairs_only_the_same_attack_on_the_same_images():
+    from robustcars.report import defence_comparison
+
+    fgsmrs = {"method": "fgsm-rs", "eps": 0.004}
+    std = _model("std", None, [("pgd", "pgd", {"steps": 10}, "aaa", {0.002: 0.02}),
+                               ("cascade", "cascade", {}, "bbb", {0.002: 0.0}),
+                               ("pgd5", "pgd", {"steps": 5}, "aaa", {0.002: 0.05})])
+    adv = _model("adv", fgsmrs, [("pgd", "pgd", {"steps": 10}, "aaa", {0.002: 0.28, 0.004: 0.08}),
+                                 ("cascade", "cascade", {}, "ccc", {0.002: 0.12}),   # other images
+                                 ("pgd", "pgd", {"steps": 7}, "aaa", {0.002: 0.3})])  # other parameters
+    rows = {r[0]: r[1:] for r in defence_comparison([std, adv])["rows"]}
+    assert rows["pgd (64 images) @ 0.002: robust accuracy"] == ["0.0200", "0.2800"]
+    assert not any(k.startswith("cascade") for k in rows)  # 32 vs 64 different images: not comparable
+    assert not any("0.004" in k or k.startswith("pgd5") for k in rows)  # one model only
+
+
+def test_comparison_columns_use_an_eps_both_models_have():
+    from robustcars.report import comparison_rows
+
+    std = _model("std", None, [("pgd", "pgd", {}, "a", {0.0005: 0.39, 0.002: 0.02})])
+    adv = _model("adv", {"method": "fgsm-rs", "eps": 0.004},
+                 [("pgd", "pgd", {}, "a", {0.0005: 0.55, 0.002: 0.28, 0.004: 0.08})])
+    rows = comparison_rows([std, adv])
+    assert [r["pgd @ 0.002"] for r in rows] == [0.02, 0.28]
+    assert not any("pgd @ 0.004" in r for r in rows)
