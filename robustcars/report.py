@@ -385,34 +385,34 @@ def _shared_focus(eps_lists: list[list[float]]) -> float | None:
     return shared[_focus_eps_index(shared)] if shared else None
 
 
+def _curves(m: dict[str, Any]) -> dict[str, dict[float, float]]:
+    """A model's robust accuracy per eps, by column: each suite's worst case per norm, then each attack label."""
+    curves: dict[str, dict[float, float]] = {}
+    for su in m.get("suites", []):  # the headline: robust accuracy against every attack of the suite
+        for w in su["worst_case"]:
+            curves.setdefault(f"worst case ({su['suite']}, {w['norm']})", {})[w["eps"]] = w["accuracy"]
+    for a in m["attacks"]:
+        curves[a["label"]] = {r["eps"]: r["accuracy"] for r in a["rows"][1:]}
+    return curves
+
+
 def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per model: clean test metrics and robust accuracy of each attack (and each suite's worst case) at
     one eps per column — the eps closest to 0.01 that every model with that attack label shares, so that models
-    line up; an attack whose eps no other model shares gets a column at its own focus eps."""
-    cols: dict[str, list[list[float]]] = {}
-    for m in models:
-        for su in m.get("suites", []):
-            for norm in dict.fromkeys(w["norm"] for w in su["worst_case"]):
-                cols.setdefault(f"worst case ({su['suite']}, {norm})", []).append(
-                    [w["eps"] for w in su["worst_case"] if w["norm"] == norm])
-        for a in m["attacks"]:
-            cols.setdefault(a["label"], []).append([r["eps"] for r in a["rows"][1:]])
-    focus = {k: _shared_focus(v) for k, v in cols.items()}
+    line up; an attack whose eps no other model shares gets a column at its own eps closest to 0.01."""
+    curves = [_curves(m) for m in models]
+    eps_lists: dict[str, list[list[float]]] = {}
+    for c in curves:
+        for key, by_eps in c.items():
+            eps_lists.setdefault(key, []).append(list(by_eps))
+    focus = {k: _shared_focus(v) for k, v in eps_lists.items()}
     rows = []
-    for m in models:
+    for m, c in zip(models, curves):
         row = {"model": m["name"], "test_acc": m["metrics"].get("test_acc"), "test_f1": m["metrics"].get("test_f1")}
-        for su in m.get("suites", []):  # the headline: robust accuracy against every attack of the suite
-            for norm in dict.fromkeys(w["norm"] for w in su["worst_case"]):
-                key = f"worst case ({su['suite']}, {norm})"
-                worst = [w for w in su["worst_case"] if w["norm"] == norm]
-                e = focus[key] if focus[key] is not None else worst[_focus_eps_index([x["eps"] for x in worst])]["eps"]
-                w = next(x for x in worst if x["eps"] == e)
-                row[f"{key} @ {e:g}"] = w["accuracy"]
-        for a in m["attacks"]:
-            e = focus[a["label"]] if focus[a["label"]] is not None else a["focus_eps"]
-            r = next((r for r in a["rows"][1:] if r["eps"] == e), None)
-            if r:
-                row[f"{a['label']} @ {e:g}"] = r["accuracy"]
+        for key, by_eps in c.items():
+            e = focus[key] if focus[key] is not None else _shared_focus([list(by_eps)])
+            if e is not None:
+                row[f"{key} @ {e:g}"] = by_eps[e]
         rows.append(row)
     return rows
 
