@@ -61,13 +61,29 @@ def build_from_spec(spec: str, num_classes: int) -> nn.Module:
         factory = getattr(importlib.import_module(source), name)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import {name!r} from {source!r}: {exc}") from None
+    except BaseException as exc:  # noqa: BLE001 - importing the user's module ran its code: any failure is theirs
+        raise ConfigError(f"importing {source!r} failed: {exc.__class__.__name__}: {exc}") from None
+    return _call_factory(spec, factory, num_classes)
+
+
+def _call_factory(spec: str, factory: Any, num_classes: int) -> nn.Module:
+    """Call a ``package.module:factory`` target: a Python function or class (not a builtin such as
+    ``os.system``), with ``num_classes`` when it takes it; whatever it raises, or a result that is not an
+    ``nn.Module``, is one ConfigError. ``SystemExit`` and ``KeyboardInterrupt`` from it are refused too, so
+    ``sys:exit`` cannot end the program silently."""
+    if not (inspect.isfunction(factory) or inspect.isclass(factory)):
+        raise ConfigError(f"--model {spec}: the target must be a Python function or class returning a "
+                          f"torch.nn.Module, got a {type(factory).__name__}")
     try:
         takes_classes = "num_classes" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         takes_classes = False
-    model = factory(num_classes=num_classes) if takes_classes else factory()
+    try:
+        model = factory(num_classes=num_classes) if takes_classes else factory()
+    except BaseException as exc:  # noqa: BLE001 - the user's code: reported in one line, never a traceback
+        raise ConfigError(f"--model {spec} raised {exc.__class__.__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise ConfigError(f"--model {spec} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -129,12 +145,11 @@ def with_normalization(model: nn.Module, mean: Sequence[float] | None, std: Sequ
     """``Sequential(normalize, model)``; ``mean``/``std`` None means the model takes [0, 1] pixels as they are.
 
     Raises:
-        ConfigError: only one of mean/std, or not three values each, or a std of zero.
+        ConfigError: only one of mean/std, not three finite values each, or a std <= 0.
     """
-    if (mean is None) != (std is None):
-        raise ConfigError("give both --mean and --std, or neither")
+    from .registry import check_normalization
+
+    check_normalization(mean, std)
     if mean is None:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-        raise ConfigError(f"--mean and --std take three values each (std > 0), got {list(mean)} and {list(std)}")
     return nn.Sequential(OrderedDict(normalize=Normalize(mean, std), model=model))

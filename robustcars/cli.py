@@ -49,6 +49,8 @@ class _Group(TyperGroup):
     """Runs a command and maps every way it can end to one line and an exit status (see the module docstring)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        global _ARGV
+        _ARGV = list(sys.argv[1:] if args is None else args)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         from rich.markup import escape
@@ -111,6 +113,16 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """Adversarial-robustness evaluation of fine-grained car classifiers (Stanford Cars, 196 classes)."""
+
+
+_ARGV: list[str] = []  # the arguments of this invocation, as typed
+
+
+def _typed() -> str:
+    """This invocation as typed (shell-quoted), for the records: what the user ran, not what it resolved to."""
+    import shlex
+
+    return shlex.join(["robustcars", *map(str, _ARGV)])
 
 
 def _command(ctx: typer.Context) -> str:
@@ -268,7 +280,7 @@ def train(
     set_threads(threads)
     main_rank = D.env_is_main()
     try:
-        result = fit(cfg, resume=resume, reporter=RichTrainReporter() if main_rank else Reporter(), command=_command(ctx))
+        result = fit(cfg, resume=resume, reporter=RichTrainReporter() if main_rank else Reporter(), command=_typed())
     finally:
         D.shutdown()
     if not main_rank:
@@ -303,8 +315,8 @@ def attack(
     classes: Annotated[Path | None, typer.Option(help="For --model: a file with the class names, one a line, in the model's output order \\[default: the data's class folders, sorted].", show_default=False)] = None,
     mean: Annotated[str | None, typer.Option(help="For --model: the per-channel mean it expects, e.g. 0.485,0.456,0.406 (with --std; default: none, [0, 1] pixels go in as they are).", show_default=False)] = None,
     std: Annotated[str | None, typer.Option(help="For --model: the per-channel std it expects, e.g. 0.229,0.224,0.225.", show_default=False)] = None,
-    img_size: Annotated[int, typer.Option(min=16, max=1024, help="For --model: square input size in pixels.")] = 224,
-    resize: Annotated[Resize, typer.Option(help="For --model: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size.")] = Resize.crop,
+    img_size: Annotated[int | None, typer.Option(min=16, max=1024, help="For --model: square input size in pixels \\[default: 224; a run uses its own].", show_default=False)] = None,
+    resize: Annotated[Resize | None, typer.Option(help="For --model: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size \\[default: crop; a run uses its own].", show_default=False)] = None,
     eps: Annotated[list[float] | None, typer.Option(help="Budget in [0, 1] pixel scale, an L∞ or L2 radius as the attack's norm says (see --attack); 0.01 ≈ 2.55/255 in L∞; repeat for a sweep \\[default: 0.01].")] = None,
     suite: Annotated[Path | None, typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
     attack_name: Annotated[AttackName, typer.Option("--attack", help=f"Attack (norm, source): {attack_help()}. Minimum-norm attacks report robust accuracy at every eps from per-image minimal norms.")] = AttackName.fgsm,
@@ -342,14 +354,15 @@ def attack(
             raise ConfigError("--model needs --data (the images) and --out (where the results go)")
         run_dir = out.parent
     else:
-        if any(v is not None for v in (checkpoint, classes, mean, std)):
-            raise ConfigError("--checkpoint, --classes, --mean and --std go with --model (a run carries its own)")
+        if any(v is not None for v in (checkpoint, classes, mean, std, img_size, resize)):
+            raise ConfigError("--checkpoint, --classes, --mean, --std, --img-size and --resize go with --model (a run "
+                              "carries its own)")
         run_dir = run if run.is_dir() else run.parent
-    base = dict(run=str(run) if run else "", split=split.value, batch_size=batch_size, device=device.value,
+    base = dict(run=str(run.resolve()) if run else "", split=split.value, batch_size=batch_size, device=device.value,
                 data=str(data.resolve()) if data else None, max_images=max_images, examples=examples, seed=seed,
-                workers=workers, cam=cam, model=model, checkpoint=str(checkpoint) if checkpoint else None,
-                classes=str(classes) if classes else None, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-                img_size=img_size, resize=resize.value)
+                workers=workers, cam=cam, model=model, checkpoint=str(checkpoint.resolve()) if checkpoint else None,
+                classes=str(classes.resolve()) if classes else None, mean=_floats(mean, "--mean"),
+                std=_floats(std, "--std"), img_size=img_size, resize=resize.value if resize else None)
     if suite is not None:
         if eps or params or attack_name != AttackName.fgsm:
             raise ConfigError("--suite defines attacks, eps and parameters; drop --attack/--eps/--steps/--param/...")
@@ -358,6 +371,7 @@ def attack(
         spec = load_suite(suite)
         out = out or run_dir / f"suite-{spec.name}"
         cfg = AttackConfig(out=str(out), **base)
+        cfg.validate()
     else:
         spec = None
         out = out or run_dir / f"attack-{attack_name.value}"
@@ -380,9 +394,9 @@ def attack(
         if spec is not None:
             from .suite import run_suite
 
-            result = run_suite(cfg, spec, resume=resume, reporter=reporter, command=_command(ctx))
+            result = run_suite(cfg, spec, resume=resume, reporter=reporter, command=_typed())
         else:
-            result = run_attack(cfg, resume=resume, reporter=reporter, command=_command(ctx))
+            result = run_attack(cfg, resume=resume, reporter=reporter, command=_typed())
     finally:
         D.shutdown()
     if not result:  # a non-zero torchrun rank: rank 0 prints

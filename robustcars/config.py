@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
-from .registry import attack_spec, check_eps, validate_params
+from .registry import attack_spec, check_eps, check_normalization, check_seed, validate_params
 
 DATA_ENV = "ROBUSTCARS_DATA"
 DEFAULT_DATA = "data/stanford-cars"
@@ -89,10 +90,39 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_seed(self.seed)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def command(self) -> str:
+        """The ``robustcars train`` command that reproduces this run from scratch: every option that decides
+        its result, and none that does not apply (no adversarial options without ``--adversarial``, no
+        distillation options without ``--distill-from``)."""
+        d = TrainConfig(data="", out="")
+        opts: list[tuple[str, Any]] = [("--data", self.data), ("--out", self.out), ("--arch", self.arch),
+                                       ("--weights", self.weights)]
+        for name in ("freeze", "epochs", "patience", "img_size", "resize", "batch_size", "lr", "weight_decay",
+                     "label_smoothing", "seed", "workers"):
+            opts.append((f"--{name.replace('_', '-')}", getattr(self, name)))
+        if self.device != d.device:
+            opts.append(("--device", self.device))
+        if self.limit_per_class is not None:
+            opts.append(("--limit-per-class", self.limit_per_class))
+        if self.adversarial:
+            opts += [("--adversarial", self.adversarial), ("--train-eps", self.train_eps),
+                     ("--eps-warmup", self.eps_warmup), ("--robust-val-images", self.robust_val_images),
+                     ("--robust-val-steps", self.robust_val_steps)]
+            if self.adversarial in ("pgd", "trades"):
+                opts.append(("--train-steps", self.train_steps))
+            if self.adversarial == "trades":
+                opts.append(("--trades-beta", self.trades_beta))
+        if self.distill_from:
+            opts += [("--distill-from", self.distill_from), ("--temperature", self.temperature),
+                     ("--alpha", self.alpha)]
+        flags = ["--defensive"] if self.distill_from and self.defensive else []
+        return _join("train", opts, flags)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -124,11 +154,14 @@ class AttackConfig:
     classes: str | None = None  # file with one class name a line (default: the data's class folders)
     mean: list[float] | None = None
     std: list[float] | None = None
-    img_size: int = 224
-    resize: str = "crop"
+    img_size: int | None = None  # for --model (default 224); a run's own size is filled in by the runner
+    resize: str | None = None  # for --model (default crop); likewise
 
     def validate(self) -> AttackConfig:
         """Check every field and the attack's parameters (registry). Raises ConfigError."""
+        if self.model is not None:
+            self.img_size = 224 if self.img_size is None else self.img_size
+            self.resize = "crop" if self.resize is None else self.resize
         spec = attack_spec(self.attack)
         self.eps = sorted(set(check_eps(self.eps)))
         values = validate_params(self.attack, self.params)
@@ -140,8 +173,9 @@ class AttackConfig:
             (self.examples >= 0, f"--examples must be >= 0, got {self.examples}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
             (self.cam >= 0, f"--cam must be >= 0, got {self.cam}"),
-            (16 <= self.img_size <= 1024, f"--img-size must be in [16, 1024] pixels, got {self.img_size}"),
-            (self.resize in ("crop", "squash"), f"--resize must be crop or squash, got {self.resize!r}"),
+            (self.img_size is None or 16 <= self.img_size <= 1024,
+             f"--img-size must be in [16, 1024] pixels, got {self.img_size}"),
+            (self.resize in (None, "crop", "squash"), f"--resize must be crop or squash, got {self.resize!r}"),
             (self.model is None or self.run in ("", None), "give --run (a robustcars run) or --model, not both"),
             (self.model is not None or bool(self.run), "give --run (a robustcars run) or --model (any model)"),
             (spec.kind != "single-step" or "target" not in self.params, f"{self.attack} cannot be targeted"),
@@ -149,7 +183,28 @@ class AttackConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_seed(self.seed)
+        check_normalization(self.mean, self.std)
         return self
+
+    def command(self, suite: str | None = None) -> str:
+        """The ``robustcars attack`` command that reproduces these records (``suite``: the suite file that
+        defined the attacks): every option that decides them, and none that does not apply (a run's own
+        image size and resize mode are not options)."""
+        opts: list[tuple[str, Any]] = [("--model", self.model)] if self.model else [("--run", self.run)]
+        if self.model:
+            opts += [("--checkpoint", self.checkpoint), ("--classes", self.classes),
+                     ("--mean", _csv(self.mean)), ("--std", _csv(self.std)), ("--img-size", self.img_size),
+                     ("--resize", self.resize)]
+        if suite:
+            opts.append(("--suite", suite))
+        else:
+            opts += [("--attack", self.attack), *(("--eps", repr(float(e))) for e in self.eps),
+                     *(("--param", f"{k}={_value(v)}") for k, v in sorted(self.params.items()))]
+        opts += [("--data", self.data), ("--split", self.split), ("--batch-size", self.batch_size),
+                 ("--max-images", self.max_images), ("--seed", self.seed), ("--examples", self.examples),
+                 ("--cam", self.cam or None), ("--out", self.out)]
+        return _join("attack", opts)
 
     @property
     def norm(self) -> str:
@@ -159,3 +214,21 @@ class AttackConfig:
         """Hash of everything that changes the records (not the output folder, device, workers or panels)."""
         keys = {k: v for k, v in asdict(self).items() if k not in ("out", "device", "workers", "examples")}
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _csv(values: list[float] | None) -> str | None:
+    return None if values is None else ",".join(repr(float(v)) for v in values)
+
+
+def _value(v: Any) -> str:
+    """A parameter value as ``--param`` reads it back (JSON-ish: true/false, numbers, strings)."""
+    return json.dumps(v) if isinstance(v, bool) else str(v)
+
+
+def _join(command: str, opts: list[tuple[str, Any]], flags: list[str] | None = None) -> str:
+    """``robustcars COMMAND --opt value ...`` shell-quoted; options whose value is None are left out."""
+    parts = ["robustcars", command]
+    for opt, value in opts:
+        if value is not None:
+            parts += [opt, str(value)]
+    return shlex.join(parts + (flags or []))

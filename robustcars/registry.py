@@ -24,6 +24,7 @@ from .errors import ConfigError
 
 NORMS = {"linf": "L∞", "l2": "L2"}
 TARGETS = ("least_likely", "runner_up")
+SEED_MAX = 2**32 - 1  # seeds are in [0, 2**32): what numpy and torch accept
 
 
 # --- typed parameter checks ------------------------------------------------------------------------
@@ -132,11 +133,11 @@ class AttackSpec:
 
 
 _ITER_COMMON = (
-    Param("steps", integer(1), 10, "iterations"),
-    Param("restarts", integer(1), 1, "independent runs (later ones only on images not yet fooled)"),
+    Param("steps", integer(1, 10_000), 10, "iterations"),
+    Param("restarts", integer(1, 100), 1, "independent runs (later ones only on images not yet fooled)"),
     Param("target", target, None, "targeted attack: least_likely, runner_up or a class index"),
     Param("early_stop", boolean, False, "stop on an image at its first fooling iterate"),
-    Param("seed", integer(0), 0, "seed of the random start"),
+    Param("seed", integer(0, SEED_MAX), 0, "seed of the random start"),
 )
 _ALPHA = Param("alpha", number(gt=0, le=1), None, "step size in [0, 1] pixel scale")
 
@@ -147,8 +148,8 @@ def _iterative(name: str, cls: str, norm: str, summary: str, alpha_default: str,
     return AttackSpec(name, norm, "iterative", "robustcars", summary, params, f"robustcars.attacks.iterative:{cls}")
 
 
-_DEEPFOOL = (Param("steps", integer(1), 50, "maximum iterations"),
-             Param("candidates", integer(2), 10, "classes considered at each step"),
+_DEEPFOOL = (Param("steps", integer(1, 10_000), 50, "maximum iterations"),
+             Param("candidates", integer(2, 1000), 10, "classes considered at each step"),
              Param("overshoot", number(ge=0), 0.02, "how far past the boundary to step"),
              Param("loss", one_of("logits", "crossentropy"), "logits", "quantity linearized"))
 _FOOLBOX = "robustcars.attacks.foolbox_adapter:build"
@@ -181,15 +182,15 @@ for _spec in (
     AttackSpec("deepfool_linf", "linf", "min-norm", "foolbox", "DeepFool L∞ (Moosavi-Dezfooli et al. 2016)", _DEEPFOOL,
                _FOOLBOX, minimizes="linf"),
     AttackSpec("cw_l2", "l2", "min-norm", "foolbox", "Carlini & Wagner L2 (2017)", (
-        Param("binary_search_steps", integer(1), 5, "binary-search steps over the constant c"),
-        Param("steps", integer(1), 100, "Adam steps per binary-search step"),
+        Param("binary_search_steps", integer(1, 100), 5, "binary-search steps over the constant c"),
+        Param("steps", integer(1, 10_000), 100, "Adam steps per binary-search step"),
         Param("stepsize", number(gt=0, le=1), 0.001, "Adam step size (tanh space)"),
         Param("confidence", number(ge=0), 0.0, "logit margin required"),
         Param("initial_const", number(gt=0), 0.01, "first constant c"),
         Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), _FOOLBOX, minimizes="l2"),
     AttackSpec("ead", "l2", "min-norm", "foolbox", "EAD elastic-net (Chen et al. 2018), reported as L2", (
-        Param("binary_search_steps", integer(1), 5, "binary-search steps over the constant c"),
-        Param("steps", integer(1), 100, "iterations per binary-search step"),
+        Param("binary_search_steps", integer(1, 100), 5, "binary-search steps over the constant c"),
+        Param("steps", integer(1, 10_000), 100, "iterations per binary-search step"),
         Param("initial_stepsize", number(gt=0, le=1), 0.01, "first step size"),
         Param("confidence", number(ge=0), 0.0, "logit margin required"),
         Param("initial_const", number(gt=0), 0.001, "first constant c"),
@@ -197,9 +198,9 @@ for _spec in (
         Param("decision_rule", one_of("EN", "L1"), "EN", "which norm picks the best adversarial"),
         Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), _FOOLBOX),
     AttackSpec("hsj", "l2", "min-norm", "foolbox", "HopSkipJump (Chen et al. 2020), decision-based", (
-        Param("steps", integer(1), 16, "iterations"),
-        Param("initial_gradient_eval_steps", integer(1), 100, "queries of the first gradient estimate"),
-        Param("max_gradient_eval_steps", integer(1), 1000, "most queries of a gradient estimate"),
+        Param("steps", integer(1, 1000), 16, "iterations"),
+        Param("initial_gradient_eval_steps", integer(1, 100_000), 100, "queries of the first gradient estimate"),
+        Param("max_gradient_eval_steps", integer(1, 100_000), 1000, "most queries of a gradient estimate"),
         Param("gamma", number(gt=0), 1.0, "binary-search threshold factor"),
         Param("stepsize_search", one_of("geometric_progression", "grid_search"), "geometric_progression",
               "step-size search")), _FOOLBOX, minimizes="l2"),
@@ -208,11 +209,11 @@ for _spec in (
 
 # AutoAttack (Croce & Hein, ICML 2020) through its official code; defaults are its standard version's.
 _AA = "robustcars.attacks.autoattack_adapter:build"
-_AA_ITER = Param("n_iter", integer(1), 100, "iterations")
-_AA_RESTARTS = Param("n_restarts", integer(1), 1, "restarts")
+_AA_ITER = Param("n_iter", integer(1, 10_000), 100, "iterations")
+_AA_RESTARTS = Param("n_restarts", integer(1, 100), 1, "restarts")
 _AA_TARGETS = Param("n_target_classes", integer(1, 999), 9, "target classes (the top ones after the true class)")
-_AA_QUERIES = Param("n_queries", integer(1), 5000, "queries of the Square Attack")
-_AA_SEED = Param("seed", integer(0), 0, "seed (the caller's random state is left untouched)")
+_AA_QUERIES = Param("n_queries", integer(1, 100_000), 5000, "queries of the Square Attack")
+_AA_SEED = Param("seed", integer(0, SEED_MAX), 0, "seed (the caller's random state is left untouched)")
 _REUSE = Param("reuse_eps", boolean, True, "an image fooled at a smaller eps keeps its example at larger ones "
                "(false: every eps from scratch, as one AutoAttack run per eps)")
 for _norm, _suffix, _unit in (("linf", "", "L∞"), ("l2", "_l2", "L2")):
@@ -331,6 +332,33 @@ def check_eps(eps: Sequence[Any]) -> list[float]:
             raise ConfigError(f"eps must be a number in [0, 1] (pixel scale), got {e!r}")
         out.append(float(e))
     return out
+
+
+def check_seed(seed: Any, what: str = "--seed") -> int:
+    """A seed: an integer in [0, 2**32) (what numpy's and torch's generators accept).
+
+    Raises:
+        ConfigError: anything else (the message names the value and the range).
+    """
+    if not _is_int(seed) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{what} must be an integer in [0, {SEED_MAX}], got {seed!r}")
+    return seed
+
+
+def check_normalization(mean: Sequence[Any] | None, std: Sequence[Any] | None) -> None:
+    """Per-channel mean and std of an input normalization: three finite numbers each, std > 0 (or both None).
+
+    Raises:
+        ConfigError: one given without the other, not three values, a NaN/inf, or a std <= 0.
+    """
+    if (mean is None) != (std is None):
+        raise ConfigError("give both --mean and --std, or neither")
+    if mean is None:
+        return
+    values = [*mean, *std]
+    if len(mean) != 3 or len(std) != 3 or not all(_is_number(v) for v in values) or any(s <= 0 for s in std):
+        raise ConfigError(f"--mean and --std take three finite numbers each (std > 0), got {list(mean)} and "
+                          f"{list(std)}")
 
 
 def attack_help() -> str:

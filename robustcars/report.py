@@ -291,7 +291,8 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str
     entry: dict[str, Any] = {
         "id": slug, "name": model_name(m), "checkpoint": str(m.checkpoint) if m.checkpoint else None,
         "checkpoint_sha256": sha256_file(m.checkpoint) if m.checkpoint else None,
-        "config": m.config, "metrics": m.metrics, "commands": m.metrics.get("commands", []), "figures": {},
+        "config": m.config, "metrics": m.metrics, "commands": m.metrics.get("commands", []),
+        "reproduce": m.metrics.get("reproduce"), "figures": {},
         "attacks": [],
     }
     fingerprints = [a.meta["data"]["fingerprint"] for a in m.attacks if "fingerprint" in a.meta["data"]]
@@ -335,7 +336,7 @@ def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str]
     figdir = out / "figures"
     recs, meta, eps = a.records, a.meta, a.eps
     att = {"label": label, "attack": a.attack, "norm": a.norm, "images": a.images, "split": meta["data"]["split"],
-           "command": meta.get("command", ""), "params": meta["threat_model"].get("params", {}), "rows": meta["rows"],
+           "command": meta.get("command", ""), "reproduce": meta.get("reproduce"), "params": meta["threat_model"].get("params", {}), "rows": meta["rows"],
            "checks": meta.get("checks", []), "cost": meta.get("cost", {}), "dir": str(a.dir), "figures": {}}
     fi = _focus_eps_index(eps)
     att["focus_eps"] = eps[fi]
@@ -586,9 +587,13 @@ def _sections(report: dict[str, Any]):
             ["report command", rep["report_command"] or "–"]] + [[k, v] for k, v in rep["versions"].items()]
     for m in report["models"]:
         for c in m["commands"]:
-            rows.append([f"train ({m['id']})", c])
+            rows.append([f"train ({m['id']}, as typed)", c])
+        if m.get("reproduce"):
+            rows.append([f"train ({m['id']}, reproduce)", m["reproduce"]])
         for a in m["attacks"]:
-            rows.append([f"attack ({m['id']}, {a['label']})", a["command"] or "–"])
+            rows.append([f"attack ({m['id']}, {a['label']}, as typed)", a["command"] or "–"])
+            if a.get("reproduce"):
+                rows.append([f"attack ({m['id']}, {a['label']}, reproduce)", a["reproduce"]])
         ds = m.get("dataset")
         if ds and ds.get("available"):
             counts = ", ".join(f"{k} {v['images']} ({v['files_sha256'][:12]})" for k, v in ds["splits"].items())

@@ -83,6 +83,7 @@ class Prepared:
     source: ModelSource
     images: ImageSet
     attack: Attack
+    model: nn.Module  # built once; its outputs checked on the first image
 
     @property
     def out(self) -> Path:
@@ -102,16 +103,66 @@ def _folder_images(root: str | Path, source_options: dict[str, Any], cfg: Attack
                     lambda pos: CarsDataset([samples[i] for i in pos], tf), info), data
 
 
-def dataset_images(dataset: Any, class_names: list[str], cfg: AttackConfig) -> ImageSet:
-    """Any map-style Dataset of ``(image in [0, 1], label)`` (a seeded subset with ``cfg.max_images``)."""
-    from torch.utils.data import Subset
+class _CheckedItems(torch.utils.data.Dataset):
+    """The items of a user's Dataset at ``indices``, each checked as it is read (:func:`check_image_item`)."""
 
+    def __init__(self, dataset: Any, indices: list[int], num_classes: int, size: tuple[int, ...]) -> None:
+        self.dataset, self.indices, self.k, self.size = dataset, indices, num_classes, size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        from .source import check_image_item
+
+        j = self.indices[i]
+        item = self.dataset[j]
+        check_image_item(item, self.k, f"dataset item {j}", self.size)
+        return item
+
+
+def dataset_images(dataset: Any, class_names: list[str], cfg: AttackConfig) -> ImageSet:
+    """Any map-style Dataset of ``(image in [0, 1], label)`` (a seeded subset with ``cfg.max_images``).
+
+    Every item is checked (float ``(3, H, W)`` in [0, 1], all of one size, label in [0, K)): a TensorDataset
+    whole, here, before anything is written; any other Dataset its first item here and each later one as it is
+    read (a bad one then stops the attack with the records so far kept for ``--resume``).
+
+    Raises:
+        DataError: an empty dataset or a bad item (named by its index).
+    """
+    from .source import check_image_item
+
+    k = len(class_names)
     order = list(range(len(dataset)))
+    if not order:
+        raise DataError("the dataset holds no images")
     if cfg.max_images and cfg.max_images < len(order):
         order = sorted(np.random.default_rng(cfg.seed).choice(len(order), size=cfg.max_images, replace=False).tolist())
+    size = check_image_item(dataset[order[0]], k, f"dataset item {order[0]}")
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) == 2:
+        _check_tensors(*dataset.tensors, k, size)
     info = {"root": None, "layout": type(dataset).__name__, "split": cfg.split, "images": len(order),
-            "classes": len(class_names), "class_names": list(class_names)}
-    return ImageSet([f"#{i}" for i in order], lambda pos: Subset(dataset, [order[i] for i in pos]), info)
+            "classes": k, "class_names": list(class_names)}
+    return ImageSet([f"#{i}" for i in order], lambda pos: _CheckedItems(dataset, [order[i] for i in pos], k, size),
+                    info)
+
+
+def _check_tensors(x: torch.Tensor, y: torch.Tensor, k: int, size: tuple[int, ...]) -> None:
+    """A whole TensorDataset at once (the same rules as :func:`robustcars.source.check_image_item`)."""
+    if tuple(x.shape[1:]) != size or not x.is_floating_point():
+        raise DataError(f"the dataset's images are {tuple(x.shape)} {x.dtype}; expected float (N, {', '.join(map(str, size))})")
+    bad = torch.nonzero(~((x >= 0) & (x <= 1)).flatten(1).all(1)).flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"dataset item {i}: pixel values in [{float(x[i].min()):g}, {float(x[i].max()):g}]; images "
+                        "must be in [0, 1] (divide 8-bit images by 255; normalization belongs in the model)")
+    if y.is_floating_point() or y.dim() != 1:
+        raise DataError(f"the dataset's labels are {tuple(y.shape)} {y.dtype}; expected integer class indices (N,)")
+    bad = torch.nonzero((y < 0) | (y >= k)).flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"dataset item {i}: label {int(y[i])} is not a class index in [0, {k})")
 
 
 def prepare(cfg: AttackConfig, source: ModelSource | None = None,
@@ -150,12 +201,36 @@ def prepare(cfg: AttackConfig, source: ModelSource | None = None,
             raise DataError(f"the model has {source.num_classes} classes but {root} has {len(data.classes)}")
         if list(data.classes) != source.class_names:
             raise DataError(f"class names in {root} differ from the model's (another dataset or class order)")
+    cfg.img_size, cfg.resize = source.img_size, source.resize  # what runs, recorded (a run decides them)
     _check_class_count(cfg, source.num_classes)
     target = cfg.params.get("target")
     if isinstance(target, int) and not 0 <= target < source.num_classes:
         raise ConfigError(f"--target must be least_likely, runner_up or a class index in [0, {source.num_classes}), "
                           f"got {target}")
-    return Prepared(cfg, source, images, get_attack(cfg.attack, **cfg.params))
+    if len(images) == 0:
+        raise DataError(f"no images to attack in the {cfg.split} split")
+    model = source.make()
+    _check_model(model, source, images)
+    return Prepared(cfg, source, images, get_attack(cfg.attack, **cfg.params), model)
+
+
+def _check_model(model: nn.Module, source: ModelSource, images: ImageSet) -> None:
+    """One forward pass on the first image: the model must return finite (1, K) float logits.
+
+    Raises:
+        ConfigError: see :func:`robustcars.source.check_logits`; DataError: the first image cannot be read.
+    """
+    from .source import check_logits
+
+    x, _ = images.subset([0])[0]
+    try:
+        with torch.inference_mode():
+            logits = model(x[None])
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # a model that cannot take the images
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"{source.arch} fails on an input of shape {tuple(x[None].shape)}: "
+                          f"{exc.__class__.__name__}: {first[:200]}") from None
+    check_logits(logits, source.num_classes, source.arch)
 
 
 def _check_class_count(cfg: AttackConfig, k: int) -> None:
@@ -277,8 +352,12 @@ def batch_records(scored: dict[str, Any], indices: list[int], paths: list[str], 
 
 def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackReporter | None = None,
                command: str = "", source: ModelSource | None = None,
-               images: ImageSet | Callable[[AttackConfig], ImageSet] | None = None) -> dict[str, Any]:
+               images: ImageSet | Callable[[AttackConfig], ImageSet] | None = None,
+               reproduce: str | None = None) -> dict[str, Any]:
     """Attack every image of ``cfg.split`` and write the files listed in the module docstring.
+
+    ``command`` is recorded as typed; ``reproduce`` (default: :meth:`AttackConfig.command` of the resolved
+    configuration) is the command that gives the same records again.
 
     Returns the ``attack.json`` content (``{}`` on a non-zero torchrun rank). A finished attack resumed again
     is left untouched: its ``attack.json`` is returned with ``"unchanged": True``.
@@ -300,11 +379,11 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
                 return {}
             rep.note(f"nothing to do: {out} already holds this finished attack; its results are left unchanged")
             return {**load_attack(out).meta, "unchanged": True}
-        return _attack_and_finish(p, d, device, done, resume, rep, command)
+        return _attack_and_finish(p, d, device, done, resume, rep, (command, reproduce or cfg.command()))
 
 
 def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], resume: bool, rep: AttackReporter,
-                       command: str) -> dict[str, Any]:
+                       command: tuple[str, str]) -> dict[str, Any]:
     from . import distributed as D
 
     cfg, out, n = p.cfg, p.out, len(p.images)
@@ -321,7 +400,7 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
         ResumeState(cfg.fingerprint(), asdict(cfg), n).save(out)
     D.barrier(d)
 
-    model = p.source.make().to(device)  # eval mode; the runner owns this model
+    model = p.model.to(device)  # eval mode; checked in prepare
     cam_idx = _cam_indices(n, cfg)
     cam_layer_ = cam_module(model, p.source) if cam_idx else None
     mine = D.shard(n, d, block=cfg.batch_size)
@@ -435,8 +514,9 @@ def _merge_shards(out: Path) -> None:
 
 
 def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int | None, attacked: int, device: str,
-           command: str, model: nn.Module) -> dict[str, Any]:
-    """Summary, checks, attack.json / attack.csv and the figures (from the kept images), then mark finished."""
+           command: tuple[str, str], model: nn.Module) -> dict[str, Any]:
+    """Summary, checks, attack.json / attack.csv and the figures (from the kept images), then mark finished.
+    ``command``: (as typed, the reproducing command)."""
     cfg, out, n, names = p.cfg, p.out, len(p.images), p.source.class_names
     records = read_records(out / "records.jsonl").records
     if len(records) != n or [r["index"] for r in records] != list(range(n)):
@@ -446,7 +526,8 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
     result = {
         "schema_version": SCHEMA_VERSION,
         "kind": "robustcars-attack",
-        "command": command,
+        "command": command[0],
+        "reproduce": command[1],
         "config": asdict(cfg),
         "run": p.source.info,
         "data": p.images.info,

@@ -38,6 +38,58 @@ class ModelSource:
         return len(self.class_names)
 
 
+def check_logits(logits: Any, num_classes: int, who: str = "the model") -> None:
+    """What a model returned for a batch of N images must be: its logits, a finite float tensor ``(N, K)``
+    with one column per class. Checked once, on the first batch, before anything is written.
+
+    Raises:
+        ConfigError: anything else (a tuple or dict, another shape, an integer dtype, NaN or inf); the message
+            says what came back and what is expected.
+    """
+    import torch
+
+    want = f"a float tensor of logits of shape (N, {num_classes}), one column per class"
+    if not isinstance(logits, torch.Tensor):
+        raise ConfigError(f"{who} returns a {type(logits).__name__}, not {want} (wrap it so that forward returns "
+                          "the logits only)")
+    if logits.dim() != 2 or logits.shape[1] != num_classes:
+        raise ConfigError(f"{who} returns a tensor of shape {tuple(logits.shape)}; expected {want}")
+    if not logits.is_floating_point():
+        raise ConfigError(f"{who} returns {str(logits.dtype).removeprefix('torch.')} values; expected {want}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ConfigError(f"{who} returns non-finite logits (NaN or inf) for a valid image")
+
+
+def check_image_item(item: Any, num_classes: int, where: str, size: tuple[int, ...] | None = None
+                     ) -> tuple[int, ...]:
+    """One ``(image, label)`` of a Dataset handed to :func:`robustcars.evaluate`: image a float tensor
+    ``(3, H, W)`` in [0, 1] (of ``size`` when given), label an integer in [0, K). Returns the image's shape.
+
+    Raises:
+        DataError: anything else, naming the item (``where``) and what was expected.
+    """
+    import torch
+
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise DataError(f"{where} is a {type(item).__name__}; a Dataset must yield (image, label) pairs")
+    x, y = item
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 3 or x.shape[0] != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise DataError(f"{where}: the image must be a float tensor (3, H, W) in [0, 1], got {shape}"
+                        + (f" {str(x.dtype).removeprefix('torch.')}" if isinstance(x, torch.Tensor) else ""))
+    if size is not None and tuple(x.shape) != size:
+        raise DataError(f"{where}: image of shape {tuple(x.shape)}, but the first is {size}; every image must have "
+                        "the same size")
+    lo, hi = float(x.min()), float(x.max())
+    if not (0.0 <= lo and hi <= 1.0):  # NaN fails too
+        raise DataError(f"{where}: pixel values in [{lo:g}, {hi:g}]; images must be in [0, 1] (divide 8-bit "
+                        "images by 255; normalization belongs in the model)")
+    label = y.item() if isinstance(y, torch.Tensor) and y.numel() == 1 else y
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
+        raise DataError(f"{where}: label {label!r} is not a class index in [0, {num_classes})")
+    return tuple(x.shape)
+
+
 def from_run(run: str | Path) -> ModelSource:
     """A robustcars run folder or checkpoint (its best.pt). Raises CheckpointError."""
     from .checkpoint import model_from_checkpoint, read_checkpoint

@@ -173,7 +173,8 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
     ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them.
 
     With ``resume``, finished entries whose configuration did not change are reused as they are (not
-    rewritten), interrupted ones continue, new ones run.
+    rewritten), interrupted ones continue, new ones run; a finished suite resumed unchanged is left byte for
+    byte as it was (its ``suite.json`` is returned with ``"unchanged": True``).
     """
     from . import distributed as D
     from . import io as rio
@@ -187,21 +188,26 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
     for c in configs:
         c.validate()
     _precheck(configs, [e.label for e in suite.entries], resume, source, images)
+    reproduce = base.command(suite=str(Path(suite.path).resolve()))
     d, _ = D.init(resolve_device(base.device))
     with process_lock(out, d):
         results = {}
         for entry, cfg in zip(suite.entries, configs):
             results[entry.label] = run_attack(cfg, resume=resume, reporter=reporter, command=command, source=source,
-                                              images=images)
+                                              images=images, reproduce=reproduce)
         if not all(results.values()):  # a non-zero torchrun rank: rank 0 writes the summary
             return {}
-        summary = _summary(suite, results, out, command, SCHEMA_VERSION, load_attack)
+        if all(r.get("unchanged") for r in results.values()) and (out / "suite.json").is_file():
+            from .results import read_json_file
+
+            return {**read_json_file(out / "suite.json", "suite summary"), "unchanged": True}
+        summary = _summary(suite, results, out, (command, reproduce), SCHEMA_VERSION, load_attack)
         rio.write_json(out / "suite.json", summary)
         rio.write_csv(out / "suite.csv", summary["rows"])
     return summary
 
 
-def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, command: str, schema: int,
+def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, command: tuple[str, str], schema: int,
              load_attack) -> dict[str, Any]:
     first = results[suite.entries[0].label]
     rows = [first["rows"][0]]  # clean row once for the images most entries share
@@ -214,7 +220,8 @@ def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, comman
                  for label, res in results.items() if "min_norms" in res}
     worst = worst_case({label: (res, loaded[label].records) for label, res in results.items()})
     return {
-        "schema_version": schema, "kind": "robustcars-suite", "suite": suite.name, "command": command,
+        "schema_version": schema, "kind": "robustcars-suite", "suite": suite.name, "command": command[0],
+        "reproduce": command[1],
         "description": suite.description, "suite_file": suite.path,
         "results": {k: str(out / k / "attack.json") for k in results},
         "rows": rows + worst,

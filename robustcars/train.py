@@ -227,11 +227,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = N
     teacher = _teacher(cfg, data)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, len(data.classes), weights="none" if state else cfg.weights)
+    frozen = freeze(model, cfg.freeze)  # --freeze out of range is refused before the folder exists
     d, device = D.init(resolve_device(cfg.device))
     with process_lock(out, d):  # only now is anything written
         if not resume:
             _resume_state(out, False)  # again under the lock: another run may have started meanwhile
-        return _fit(cfg, state, data, model, d, device, reporter or Reporter(), command, teacher)
+        return _fit(cfg, state, data, model, frozen, d, device, reporter or Reporter(), command, teacher)
 
 
 def _teacher(cfg: TrainConfig, data: CarsData):
@@ -300,7 +301,7 @@ def _epoch_loss(cfg: TrainConfig, epoch: int, batches: int, criterion: nn.Module
     return None
 
 
-def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: nn.Sequential, d,
+def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: nn.Sequential, frozen: list[str], d,
          device: torch.device, rep: Reporter, command: str, teacher_source=None) -> FitResult:
     from . import distributed as D
 
@@ -308,7 +309,6 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     train_samples = data.split("train")
     if cfg.limit_per_class:
         train_samples = limit_per_class(train_samples, cfg.limit_per_class)
-    frozen = freeze(model, cfg.freeze)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -427,7 +427,7 @@ def _run_summary(cfg: TrainConfig, history: list[dict[str, Any]], commands: list
                  ) -> dict[str, Any]:
     """metrics.json without the test metrics; ``best_score`` is the selection score (macro-F1 or robust accuracy)."""
     best_row = next((h for h in history if h["epoch"] == best_epoch), {})
-    summary = {"commands": commands, "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen,
+    summary = {"commands": commands, "reproduce": cfg.command(), "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen,
                "best_epoch": best_epoch, "best_val_f1": best_row.get("val_f1", best_score),
                "epochs_run": len(history), "stopped_early": stopped_early,
                "train_seconds": round(sum(h["seconds"] for h in history), 1)}

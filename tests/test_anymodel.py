@@ -99,6 +99,6 @@ def test_normalization_becomes_the_first_layer():
     assert torch.allclose(with_normalization(base, None, None)(x), base(x))
     with pytest.raises(ConfigError, match="give both --mean and --std"):
         with_normalization(base, [0.5] * 3, None)
-    with pytest.raises(ConfigError, match="three values each"):
+    with pytest.raises(ConfigError, match="three finite numbers each"):
         with_normalization(base, [0.5] * 2, [0.2] * 2)
     assert unwrap_state_dict({"model": {"a": torch.zeros(1)}})["a"].shape == (1,)

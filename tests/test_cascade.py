@@ -89,7 +89,7 @@ def test_model_state_untouched(problem):
     ([], "attacks must be a non-empty list"),
     ([{"name": "pgd_l2"}], "pgd_l2 is an L2 attack; this cascade is L∞"),
     ([{"name": "cascade"}], "'cascade' is not an attack a cascade can run"),
-    ([{"name": "pgd", "steps": 0}], "#1: pgd: steps must be an integer >= 1"),
+    ([{"name": "pgd", "steps": 0}], r"#1: pgd: steps must be an integer in \[1, 10000\]"),
     ([{"name": "pgd"}, {"name": "pgd"}], "gives one label twice"),
 ])
 def test_bad_cascades_are_refused(attacks, message):

@@ -131,8 +131,8 @@ D = ["--data", "{data}", "--out", "{out}"]
     (M + ["--out", "{out}"], "--model needs --data"),
     (["--model", "nope:thing"] + D, "cannot import 'thing' from 'nope'"),
     (M + ["--mean", "0.5,0.5", "--std", "0.2,0.2,0.2"] + D, "--mean takes three numbers"),
-    (["--run", "{run}", "--checkpoint", "{w}", "--out", "{out}"], "--checkpoint, --classes, --mean and --std go "
-                                                                  "with --model"),
+    (["--run", "{run}", "--checkpoint", "{w}", "--out", "{out}"], "--checkpoint, --classes, --mean, --std, "
+                                                                  "--img-size and --resize go with --model"),
 ])
 def test_model_errors_are_one_line(trained, tmp_path, args, message):
     data, run, root, ckpt, backbone = trained

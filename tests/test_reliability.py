@@ -152,7 +152,7 @@ def test_suite_is_validated_whole_and_resume_reuses_unchanged_entries(trained, t
     suite.write_text(one + '[[attack]]\nname = "pgd"\neps = [0.05]\nsteps = 2.5\n')
     args = ["attack", "--run", run, "--suite", suite, "--batch-size", 4, "--workers", 0, "--out", tmp_path / "o"]
     r = invoke(*args)
-    assert r.exit_code == 2 and "attack #2: pgd: steps must be an integer >= 1, got 2.5" in r.output
+    assert r.exit_code == 2 and "attack #2: pgd: steps must be an integer in [1, 10000], got 2.5" in r.output
     assert not (tmp_path / "o").exists()  # entry 1 did not run
     suite.write_text(one + two)
     assert invoke(*args).exit_code == 0
@@ -229,6 +229,7 @@ def test_kill_9_then_resume_is_bit_identical_with_workers(tmp_path):
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("full", "cut"))
     for key in ("train_seconds", "commands"):
         a.pop(key), b.pop(key)
+    assert a.pop("reproduce").replace(str(tmp_path / "full"), str(tmp_path / "cut")) == b.pop("reproduce")
     assert a == b
     wa, wb = (torch.load(tmp_path / d / "best.pt", weights_only=True)["state_dict"] for d in ("full", "cut"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -264,7 +265,7 @@ def test_help_is_not_cut_and_names_the_data_variable():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["attack", "--run", "x", "--attack", "pgd", "--steps", "-5"], "error: pgd: steps must be an integer >= 1, got -5"),
+    (["attack", "--run", "x", "--attack", "pgd", "--steps", "-5"], "error: pgd: steps must be an integer in [1, 10000], got -5"),
     (["train", "--lr", "5"], "error: --lr must be in (0, 1), got 5.0"),
     (["report", "/nonexistent"], "error: /nonexistent is not a run folder"),
 ])

@@ -214,7 +214,7 @@ def big_png(side: int = 10_000) -> bytes:
     ("run outside", 400, "run must be a folder name"),
     ("run symlink out", 403, "outside the allowed folder"),
     ("bad eps", 400, "eps must be a number in [0, 1]"),
-    ("bad params", 400, "pgd: steps must be an integer >= 1, got 0"),
+    ("bad params", 400, "pgd: steps must be an integer in [1, 10000], got 0"),
     ("bad top_k", 422, "top_k"),
 ])
 def test_bad_uploads(client, case, status, message):
