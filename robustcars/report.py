@@ -336,7 +336,8 @@ def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str]
     figdir = out / "figures"
     recs, meta, eps = a.records, a.meta, a.eps
     att = {"label": label, "attack": a.attack, "norm": a.norm, "images": a.images, "split": meta["data"]["split"],
-           "command": meta.get("command", ""), "reproduce": meta.get("reproduce"), "params": meta["threat_model"].get("params", {}), "rows": meta["rows"],
+           "command": meta.get("command", ""), "reproduce": meta.get("reproduce"),
+           "params": meta["threat_model"].get("params", {}), "rows": meta["rows"],
            "checks": meta.get("checks", []), "cost": meta.get("cost", {}), "dir": str(a.dir), "figures": {}}
     fi = _focus_eps_index(eps)
     att["focus_eps"] = eps[fi]

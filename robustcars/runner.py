@@ -151,7 +151,8 @@ def dataset_images(dataset: Any, class_names: list[str], cfg: AttackConfig) -> I
 def _check_tensors(x: torch.Tensor, y: torch.Tensor, k: int, size: tuple[int, ...]) -> None:
     """A whole TensorDataset at once (the same rules as :func:`robustcars.source.check_image_item`)."""
     if tuple(x.shape[1:]) != size or not x.is_floating_point():
-        raise DataError(f"the dataset's images are {tuple(x.shape)} {x.dtype}; expected float (N, {', '.join(map(str, size))})")
+        raise DataError(f"the dataset's images are {tuple(x.shape)} {x.dtype}; expected float "
+                        f"(N, {', '.join(map(str, size))})")
     bad = torch.nonzero(~((x >= 0) & (x <= 1)).flatten(1).all(1)).flatten()
     if len(bad):
         i = int(bad[0])

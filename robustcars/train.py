@@ -301,8 +301,8 @@ def _epoch_loss(cfg: TrainConfig, epoch: int, batches: int, criterion: nn.Module
     return None
 
 
-def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: nn.Sequential, frozen: list[str], d,
-         device: torch.device, rep: Reporter, command: str, teacher_source=None) -> FitResult:
+def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: nn.Sequential, frozen: list[str],
+         d, device: torch.device, rep: Reporter, command: str, teacher_source=None) -> FitResult:
     from . import distributed as D
 
     out = Path(cfg.out)

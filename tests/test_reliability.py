@@ -265,7 +265,8 @@ def test_help_is_not_cut_and_names_the_data_variable():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["attack", "--run", "x", "--attack", "pgd", "--steps", "-5"], "error: pgd: steps must be an integer in [1, 10000], got -5"),
+    (["attack", "--run", "x", "--attack", "pgd", "--steps", "-5"],
+     "error: pgd: steps must be an integer in [1, 10000], got -5"),
     (["train", "--lr", "5"], "error: --lr must be in (0, 1), got 5.0"),
     (["report", "/nonexistent"], "error: /nonexistent is not a run folder"),
 ])
