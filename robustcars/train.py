@@ -427,7 +427,8 @@ def _run_summary(cfg: TrainConfig, history: list[dict[str, Any]], commands: list
                  ) -> dict[str, Any]:
     """metrics.json without the test metrics; ``best_score`` is the selection score (macro-F1 or robust accuracy)."""
     best_row = next((h for h in history if h["epoch"] == best_epoch), {})
-    summary = {"commands": commands, "reproduce": cfg.command(), "arch": cfg.arch, "weights": cfg.weights, "frozen": frozen,
+    summary = {"commands": commands, "reproduce": cfg.command(), "arch": cfg.arch, "weights": cfg.weights,
+               "frozen": frozen,
                "best_epoch": best_epoch, "best_val_f1": best_row.get("val_f1", best_score),
                "epochs_run": len(history), "stopped_early": stopped_early,
                "train_seconds": round(sum(h["seconds"] for h in history), 1)}
