@@ -434,7 +434,7 @@ def list_attacks() -> None:
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Photos, or folders of photos (any format PIL reads; grayscale, CMYK and transparent images are converted).", show_default=False)],
     run: Annotated[Path, typer.Option(help="Run folder or checkpoint .pt: its model, class names, image size and resize mode are used.")],
-    top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 15,
+    top_k: Annotated[int | None, typer.Option(min=1, help="Classes listed per image \\[default: 15, or the number of classes if fewer].", show_default=False)] = None,
     attack_name: Annotated[AttackName | None, typer.Option("--attack", help="Also attack each photo (untargeted, with its clean top-1 as the label) and show the adversarial top-k and the rank change of the clean top-3.")] = None,
     eps: Annotated[float, typer.Option(help="Budget of --attack in [0, 1] pixel scale, in the attack's norm.")] = 0.01,
     param: Annotated[list[str] | None, typer.Option(help="Attack parameter KEY=VALUE (repeatable; see 'robustcars attacks').")] = None,
@@ -555,13 +555,14 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(min=1, max=1024, help="Largest accepted upload, in MB.")] = 20,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image, in pixels (decompression-bomb guard).")] = 40_000_000,
     jobs: Annotated[int, typer.Option(min=1, max=8, help="Training jobs allowed at once.")] = 1,
+    attack_seconds: Annotated[float, typer.Option(min=0.1, max=3600, help="Longest computation of one attack request, in seconds; past it the attack is stopped (HTTP 503) and the model freed for the next request.")] = 60.0,
 ) -> None:
     """Serve the web app: inference and live attacks on uploaded photos, training jobs, runs and reports."""
     data = data or Path(default_data())
     from .web.app import ServeSettings
 
     settings = ServeSettings(runs=runs, data=data, reports=reports, host=host, token=token,
-                             max_upload_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_pixels, max_jobs=jobs)
+                             max_upload_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_pixels, max_jobs=jobs, attack_seconds=attack_seconds)
     settings.validate()
     if runs.exists() and not runs.is_dir():
         raise ConfigError(f"--runs {runs} is a file")
@@ -575,7 +576,8 @@ def serve(
     console.print(f"[bold]robustcars serve[/]: {where} — runs {runs.resolve()}, data {data.resolve()}, reports "
                   f"{reports.resolve()}; API docs at {where}docs" + ("; token required" if token else ""),
                   soft_wrap=True)
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    # Ctrl-C: the running attack stops at its next step (the shutdown handler), then the server exits.
+    uvicorn.run(web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 @app.command()

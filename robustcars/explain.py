@@ -34,22 +34,30 @@ from .registry import ARCHITECTURES
 # also had 705 "passenger car", which in ImageNet is a railway carriage: left out.
 CAR_CLASSES = (436, 468, 511, 609, 627, 654, 656, 675, 717, 734, 751, 757, 817, 864)
 MAX_PIXELS = 100_000_000  # a photo larger than this is refused (decompression-bomb guard)
+MAX_ASPECT = 20.0  # a photo longer than 20:1 is refused: its crop-resize would be 20x the model's input or more
 
 
 # --- images ------------------------------------------------------------------------------------------
 
-def read_photo(source: str | Path | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode any photo (a path, or the bytes of an upload) as RGB: grayscale, palette and CMYK are converted,
-    transparency is laid on white. The size is checked from the header, before the pixels are decoded.
+def read_photo(source: str | Path | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS,
+               max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """Decode any photo (a path, or the bytes of an upload) as 8-bit RGB (:func:`robustcars.data.to_rgb`:
+    grayscale, palette, CMYK, 16-bit and float images by their range; transparency laid on white). The size and
+    aspect ratio are checked from the header, before the pixels are decoded; a path that is not a regular file
+    (a FIFO, a device) is refused without opening it.
 
     Raises:
-        DataError: not a file, not an image, truncated, or more than ``max_pixels`` pixels (one line each,
-            starting with ``name`` or the path).
+        DataError: not a regular file, not an image, truncated, more than ``max_pixels`` pixels, or an aspect
+            ratio above ``max_aspect`` (one line each, starting with ``name`` or the path).
     """
     import io
 
+    from .data import check_regular_file, to_rgb
+
     path = name or (str(source) if not isinstance(source, bytes) else "upload")
     opened = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+    if not isinstance(source, bytes):
+        check_regular_file(source)
     try:
         with warnings.catch_warnings():  # PIL warns above its own limit; ours is checked right below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -57,12 +65,14 @@ def read_photo(source: str | Path | bytes, *, name: str | None = None, max_pixel
         with im:
             if im.width * im.height > max_pixels:
                 raise DataError(f"{path}: {im.width}x{im.height} pixels is more than the {max_pixels:,} accepted")
+            if max(im.width, im.height) > max_aspect * max(1, min(im.width, im.height)):
+                raise DataError(f"{path}: {im.width}x{im.height} pixels, an aspect ratio above {max_aspect:g}:1 "
+                                "(not a photo; resizing it would cost memory out of all proportion)")
             im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(white, rgba).convert("RGB")
-            return im.convert("RGB")
+            try:
+                return to_rgb(im)
+            except DataError as exc:
+                raise DataError(f"{path}: {exc}") from None
     except DataError:
         raise
     except Image.DecompressionBombError:
@@ -305,7 +315,24 @@ class PhotoResult:
     figure: str | None = None
 
 
-def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int = 15, attack: str | None = None,
+TOP_K = 15  # classes listed per photo by default (fewer when the model has fewer classes)
+
+
+def default_top_k(num_classes: int, top_k: int | None = None) -> int:
+    """``top_k`` as given, else ``min(15, num_classes)``.
+
+    Raises:
+        ConfigError: a given ``top_k`` outside [1, num_classes].
+    """
+    if top_k is None:
+        return min(TOP_K, num_classes)
+    if not 1 <= top_k <= num_classes:
+        raise ConfigError(f"--top-k must be in [1, {num_classes}], got {top_k}")
+    return top_k
+
+
+def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int | None = None,
+                   attack: str | None = None,
                    eps: float = 0.01, params: dict | None = None, cam_dir: Path | None = None,
                    prefilter: CarPrefilter | None = None) -> tuple[list[PhotoResult], list[tuple[Path, str]]]:
     """Predict every photo with the run's own eval transform; optionally attack it (untargeted, with the clean
@@ -321,11 +348,13 @@ def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int 
     from .checkpoint import model_from_checkpoint, read_checkpoint
     from .data import build_transform
     from .metrics import ranks_of
+    from .registry import check_attack_classes
 
     ckpt = read_checkpoint(run)
     names = ckpt["class_names"]
-    if not 1 <= top_k <= len(names):
-        raise ConfigError(f"--top-k must be in [1, {len(names)}], got {top_k}")
+    top_k = default_top_k(len(names), top_k)
+    if attack:
+        check_attack_classes(attack, params or {}, len(names))
     atk = get_attack(attack, **(params or {})) if attack else None
     model = model_from_checkpoint(ckpt)
     photos = load_photos(inputs, build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop")),

@@ -334,6 +334,28 @@ def check_eps(eps: Sequence[Any]) -> list[float]:
     return out
 
 
+def check_attack_classes(name: str, params: dict[str, Any], k: int) -> None:
+    """What attack ``name`` (a cascade: each of its attacks) needs of a model with ``k`` classes: at least its
+    ``min_classes``, ``n_target_classes`` at most ``k - 1``, and a class-index target below ``k``.
+
+    Raises:
+        ConfigError: one of these does not hold (the message names the attack and the bound).
+    """
+    values = validate_params(name, params)
+    parts = [(a["label"], a["name"], a["params"]) for a in values["attacks"]] if "attacks" in values else []
+    for label, part, part_params in parts or [(name, name, params)]:
+        spec = attack_spec(part)
+        if k < spec.min_classes:
+            raise ConfigError(f"{label} needs a model of at least {spec.min_classes} classes, this one has {k}")
+        targets = validate_params(part, part_params).get("n_target_classes")
+        if targets is not None and targets > k - 1:
+            raise ConfigError(f"{label}: n_target_classes must be at most {k - 1} (classes - 1), got {targets}")
+        target = part_params.get("target")
+        if _is_int(target) and not 0 <= target < k:
+            what = f"{label}: target" if parts else "--target"
+            raise ConfigError(f"{what} must be least_likely, runner_up or a class index in [0, {k}), got {target}")
+
+
 def check_seed(seed: Any, what: str = "--seed") -> int:
     """A seed: an integer in [0, 2**32) (what numpy's and torch's generators accept).
 

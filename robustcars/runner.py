@@ -43,6 +43,7 @@ from .data import CarsData, CarsDataset, build_transform, fingerprint, load_cars
 from .errors import ConfigError, DataError, StorageError
 from .lock import process_lock
 from .metrics import entropy, ranks_of
+from .registry import check_attack_classes
 from .results import load_attack, read_records
 from .runtime import library_versions, resolve_device
 from .source import ModelSource, cam_module
@@ -203,11 +204,7 @@ def prepare(cfg: AttackConfig, source: ModelSource | None = None,
         if list(data.classes) != source.class_names:
             raise DataError(f"class names in {root} differ from the model's (another dataset or class order)")
     cfg.img_size, cfg.resize = source.img_size, source.resize  # what runs, recorded (a run decides them)
-    _check_class_count(cfg, source.num_classes)
-    target = cfg.params.get("target")
-    if isinstance(target, int) and not 0 <= target < source.num_classes:
-        raise ConfigError(f"--target must be least_likely, runner_up or a class index in [0, {source.num_classes}), "
-                          f"got {target}")
+    check_attack_classes(cfg.attack, cfg.params, source.num_classes)
     if len(images) == 0:
         raise DataError(f"no images to attack in the {cfg.split} split")
     model = source.make()
@@ -232,25 +229,6 @@ def _check_model(model: nn.Module, source: ModelSource, images: ImageSet) -> Non
         raise ConfigError(f"{source.arch} fails on an input of shape {tuple(x[None].shape)}: "
                           f"{exc.__class__.__name__}: {first[:200]}") from None
     check_logits(logits, source.num_classes, source.arch)
-
-
-def _check_class_count(cfg: AttackConfig, k: int) -> None:
-    """What an attack needs of the number of classes ``k``. Raises ConfigError."""
-    from .registry import attack_spec, validate_params
-
-    values = validate_params(cfg.attack, cfg.params)
-    parts = [(a["label"], a["name"], a["params"]) for a in values["attacks"]] if "attacks" in values else []
-    for label, name, params in parts or [(cfg.attack, cfg.attack, cfg.params)]:
-        spec = attack_spec(name)
-        if k < spec.min_classes:
-            raise ConfigError(f"{label} needs a model of at least {spec.min_classes} classes, this one has {k}")
-        targets = validate_params(name, params).get("n_target_classes")
-        if targets is not None and targets > k - 1:
-            raise ConfigError(f"{label}: n_target_classes must be at most {k - 1} (classes - 1), got {targets}")
-        target = params.get("target")
-        if parts and isinstance(target, int) and not 0 <= target < k:  # a single attack: checked in prepare
-            raise ConfigError(f"{label}: target must be least_likely, runner_up or a class index in [0, {k}), "
-                              f"got {target}")
 
 
 def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tuple[set[int], bool]:

@@ -14,7 +14,12 @@ traceback goes to the server log only):
     POST /api/jobs/{id}/resume     continue an interrupted or cancelled job
     GET  /api/reports              report folders written by ``robustcars report``; served under /reports/
 
-Pages (Jinja2, plain JavaScript, nothing from a CDN): ``/`` inference and live attacks, ``/train``, ``/runs``.
+Pages (Jinja2, plain JavaScript, nothing from a CDN): ``/`` inference and live attacks, ``/train``, ``/runs``;
+the API docs at ``/docs`` and ``/redoc`` serve Swagger UI and ReDoc from the ``fastapi-offline`` package.
+
+Work per request is bounded: every integer attack parameter has an upper bound (the registry), an attack
+stops after ``--attack-seconds`` (503) and releases the model, a request waits at most as long for the model
+(503), JSON bodies are limited in size and nesting (413 / 400), photos by pixels and aspect ratio (422).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class ServeSettings:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_jobs: int = 1
+    attack_seconds: float = 60.0  # the longest one attack request computes (then 503)
 
     def validate(self) -> ServeSettings:
         """Raises ConfigError: a public host without a token, or limits out of range."""
@@ -62,7 +68,55 @@ class ServeSettings:
                               "$ROBUSTCARS_TOKEN (every API call must then carry it)")
         if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.max_jobs < 1:
             raise ConfigError("upload, pixel and job limits must be >= 1")
+        if not 0 < self.attack_seconds <= 3600:
+            raise ConfigError(f"--attack-seconds must be in (0, 3600], got {self.attack_seconds}")
         return self
+
+
+MAX_JSON_BYTES = 64 * 1024  # a JSON body or the params field larger than this is refused (413)
+MAX_JSON_DEPTH = 32  # and one nested deeper than this (400): json.loads would recurse into a RecursionError
+
+
+def json_depth(text: str | bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in a JSON text, strings skipped (no parsing, no recursion)."""
+    data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """The attack-parameter field: a JSON object of at most ``MAX_JSON_BYTES`` and ``MAX_JSON_DEPTH`` levels.
+
+    Raises:
+        HTTPException: 413 too large, 400 too deep, not JSON or not an object.
+    """
+    if len(text.encode()) > MAX_JSON_BYTES:
+        raise HTTPException(413, f"params larger than {MAX_JSON_BYTES // 1024} kB")
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise HTTPException(400, f"params nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        given = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise HTTPException(400, "params must be a JSON object") from None
+    if not isinstance(given, dict):
+        raise HTTPException(400, "params must be a JSON object")
+    return given
 
 
 class TrainRequest(BaseModel):
@@ -97,19 +151,41 @@ def create_app(settings: ServeSettings) -> FastAPI:
     settings.validate()
     for root in (settings.runs, settings.reports):
         root.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="robustcars", description="Adversarial robustness of car classifiers: inference, live "
-                  "attacks and training.", version=_version())
+    from fastapi_offline import FastAPIOffline  # Swagger UI and ReDoc assets from the package, no CDN
+
+    app = FastAPIOffline(title="robustcars", description="Adversarial robustness of car classifiers: inference, "
+                         "live attacks and training.", version=_version())
     jobs = JobManager(settings.runs, max_running=settings.max_jobs)
-    models = Models()
+    models = Models(settings.attack_seconds)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.jobs, app.state.settings = jobs, settings
     app.router.add_event_handler("shutdown", jobs.shutdown)
+    app.router.add_event_handler("shutdown", models.stop.set)  # a running attack ends at its next step
 
     _error_handlers(app)
+    _json_limits(app)
     _token_gate(app, settings)
     _pages(app, settings, templates)
     _api(app, settings, jobs, models)
     return app
+
+
+def _json_limits(app: FastAPI) -> None:
+    """JSON request bodies: at most ``MAX_JSON_BYTES`` (413) and ``MAX_JSON_DEPTH`` levels (400), checked before
+    FastAPI parses them."""
+
+    @app.middleware("http")
+    async def json_limits(request: Request, call_next):
+        if "json" in request.headers.get("content-type", "") and request.method in ("POST", "PUT", "PATCH"):
+            size = request.headers.get("content-length")
+            if size is not None and size.isdigit() and int(size) > MAX_JSON_BYTES:
+                return error(413, f"JSON body larger than {MAX_JSON_BYTES // 1024} kB")
+            body = await request.body()  # cached by Starlette for the endpoint
+            if len(body) > MAX_JSON_BYTES:
+                return error(413, f"JSON body larger than {MAX_JSON_BYTES // 1024} kB")
+            if json_depth(body) > MAX_JSON_DEPTH:
+                return error(400, f"JSON body nested deeper than {MAX_JSON_DEPTH} levels")
+        return await call_next(request)
 
 
 def _token_gate(app: FastAPI, settings: ServeSettings) -> None:
@@ -179,7 +255,8 @@ def _api(app: FastAPI, settings: ServeSettings, jobs: JobManager, models) -> Non
 
     @app.post("/api/predict")
     async def api_predict(file: Annotated[UploadFile, File()], run: Annotated[str, Form()],
-                          top_k: Annotated[int, Form(ge=1, le=1000)] = 15, cam: Annotated[bool, Form()] = False,
+                          top_k: Annotated[int | None, Form(ge=1, le=1000)] = None,
+                          cam: Annotated[bool, Form()] = False,
                           prefilter: Annotated[bool, Form()] = False,
                           threshold: Annotated[float, Form(ge=0, le=1)] = 0.1) -> dict[str, Any]:
         data, path = await read_upload(file), run_dir(run)
@@ -191,14 +268,9 @@ def _api(app: FastAPI, settings: ServeSettings, jobs: JobManager, models) -> Non
     async def api_attack(file: Annotated[UploadFile, File()], run: Annotated[str, Form()],
                          attack: Annotated[str, Form()] = "fgsm", eps: Annotated[float, Form()] = 0.01,
                          params: Annotated[str, Form(description="JSON object of attack parameters")] = "{}",
-                         top_k: Annotated[int, Form(ge=1, le=1000)] = 5) -> dict[str, Any]:
+                         top_k: Annotated[int | None, Form(ge=1, le=1000)] = None) -> dict[str, Any]:
         check_eps([eps])
-        try:
-            given = json.loads(params)
-        except json.JSONDecodeError:
-            raise HTTPException(400, "params must be a JSON object") from None
-        if not isinstance(given, dict):
-            raise HTTPException(400, "params must be a JSON object")
+        given = parse_params(params)
         values = validate_params(attack, given)
         data, path = await read_upload(file), run_dir(run)
         return await asyncio.to_thread(attack_upload, models, path, data, file.filename or "upload", attack=attack,
@@ -254,6 +326,9 @@ def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
     from ..config import TrainConfig
 
     check_name(req.name, "run name")
+    target = settings.runs / req.name
+    if target.is_symlink() or target.exists():
+        raise ConfigError(f"run {req.name!r} exists already (a folder, file or link); choose another name")
     if req.arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {req.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
     data = inside(settings.data, req.data)
@@ -279,8 +354,10 @@ def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
 
 def _error_handlers(app: FastAPI) -> None:
     """Every error as ``{"error": message}``: 4xx for what the client can fix, 500 for a bug (logged here)."""
+    from .inference import ModelBusy, OverBudget
+
     status_of = {OutsideRoot: 403, Busy: 409, UnknownJob: 404, CheckpointError: 422, DataError: 422,
-                 ConfigError: 400}
+                 ConfigError: 400, OverBudget: 503, ModelBusy: 503}
 
     @app.exception_handler(RobustcarsError)
     async def user_error(request: Request, exc: RobustcarsError) -> JSONResponse:

@@ -3,18 +3,51 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from ..checkpoint import model_from_checkpoint, read_checkpoint
 from ..data import build_transform
-from ..explain import CarPrefilter, attention_records, cam_layer, grad_cam, overlay, predict, read_photo
+from ..errors import RobustcarsError
+from ..explain import CarPrefilter, attention_records, cam_layer, default_top_k, grad_cam, overlay, predict, read_photo
+from ..source import check_logits
+
+
+class OverBudget(RobustcarsError):
+    """A web request's computation ran past the server's time limit (it was stopped; nothing is kept)."""
+
+
+class ModelBusy(RobustcarsError):
+    """The model stayed busy with another request for longer than a request may wait."""
+
+
+class Deadline(nn.Module):
+    """``model`` with a time limit: every forward pass after ``deadline`` (``time.monotonic()``) or after
+    ``stop`` is set raises :class:`OverBudget`. Every attack — robustcars', foolbox's, AutoAttack's — calls the
+    model at each step, so any of them stops within one step of the limit and releases the model lock."""
+
+    def __init__(self, model: nn.Module, deadline: float, stop: threading.Event, seconds: float) -> None:
+        super().__init__()
+        self.model, self.deadline, self.stop, self.seconds = model, deadline, stop, seconds
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stop.is_set():
+            raise OverBudget("the server is shutting down; the attack was stopped")
+        if time.monotonic() > self.deadline:
+            raise OverBudget(f"the attack ran past the server's limit of {self.seconds:g} s per request "
+                             "(serve --attack-seconds) and was stopped; choose fewer steps or queries")
+        return self.model(x)
 
 
 def png_data_url(rgb: np.ndarray) -> str:
@@ -29,10 +62,30 @@ class Models:
     """Loaded runs (by checkpoint path and modification time) and the car prefilter, shared by requests;
     a lock serializes the computations (2 CPU cores: one at a time is the fastest anyway)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 60.0) -> None:
         self.cache: dict[tuple[str, float], tuple[Any, dict, Any]] = {}
         self.prefilter: CarPrefilter | None = None
         self.lock = threading.Lock()
+        self.seconds = seconds  # the longest a request computes, and so the longest another one waits
+        self.stop = threading.Event()  # set when the server stops: running attacks end at their next step
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """Hold the model lock for one request, waiting at most ``seconds`` for it.
+
+        Raises:
+            ModelBusy: another request kept it longer.
+        """
+        if not self.lock.acquire(timeout=self.seconds + 5):
+            raise ModelBusy("the model is busy with another request; try again in a moment")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def bounded(self, model: nn.Module) -> Deadline:
+        """``model`` stopping once this request has computed for ``seconds``."""
+        return Deadline(model, time.monotonic() + self.seconds, self.stop, self.seconds)
 
     def load(self, run: Path):
         path = run / "best.pt"
@@ -40,7 +93,11 @@ class Models:
         if key not in self.cache:
             ckpt = read_checkpoint(path)
             tf = build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop"))
-            self.cache = {key: (model_from_checkpoint(ckpt), ckpt, tf)}  # one run in memory at a time
+            model = model_from_checkpoint(ckpt)
+            with torch.inference_mode():  # what it returns is checked once, when it is loaded
+                check_logits(model(torch.zeros(1, 3, ckpt["img_size"], ckpt["img_size"])), len(ckpt["class_names"]),
+                             f"run {run.name}")
+            self.cache = {key: (model, ckpt, tf)}  # one run in memory at a time
         return self.cache[key]
 
     def car_prefilter(self, threshold: float) -> CarPrefilter:
@@ -54,12 +111,13 @@ def _topk(p) -> list[dict[str, Any]]:
     return [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in zip(p.classes, p.names, p.probs)]
 
 
-def predict_upload(models: Models, run: Path, data: bytes, name: str, *, top_k: int, cam: bool, prefilter: bool,
-                   threshold: float, max_pixels: int) -> dict[str, Any]:
-    """Top-k (and optionally Grad-CAM and the car verdict) of one uploaded photo."""
+def predict_upload(models: Models, run: Path, data: bytes, name: str, *, top_k: int | None, cam: bool,
+                   prefilter: bool, threshold: float, max_pixels: int) -> dict[str, Any]:
+    """Top-k (default ``min(15, classes)``; optionally Grad-CAM and the car verdict) of one uploaded photo."""
     photo = read_photo(data, name=name, max_pixels=max_pixels)
-    with models.lock:
+    with models.computing():
         model, ckpt, tf = models.load(run)
+        top_k = default_top_k(len(ckpt["class_names"]), top_k)
         x = tf(photo)[None]
         [p] = predict(model, x, ckpt["class_names"], top_k)
         out: dict[str, Any] = {"run": run.name, "image": png_data_url(x[0].numpy()), "top_k": _topk(p),
@@ -77,18 +135,25 @@ def predict_upload(models: Models, run: Path, data: bytes, name: str, *, top_k: 
 
 def attack_upload(models: Models, run: Path, data: bytes, name: str, *, attack: str, eps: float,
                   params: dict[str, Any], top_k: int, max_pixels: int) -> dict[str, Any]:
-    """Attack one uploaded photo (untargeted, its clean top-1 as the label) and describe what changed."""
+    """Attack one uploaded photo (untargeted, its clean top-1 as the label) and describe what changed.
+
+    The attack runs under :meth:`Models.bounded`: past the server's time limit it stops with
+    :class:`OverBudget` and the model lock is released.
+    """
     from ..attacks import get_attack
     from ..metrics import ranks_of
+    from ..registry import check_attack_classes
 
     atk = get_attack(attack, **params)
     photo = read_photo(data, name=name, max_pixels=max_pixels)
-    with models.lock:
+    with models.computing():
         model, ckpt, tf = models.load(run)
         names = ckpt["class_names"]
+        check_attack_classes(attack, params, len(names))
+        top_k = default_top_k(len(names), top_k)
         x = tf(photo)[None]
         [clean] = predict(model, x, names, top_k)
-        x_adv = atk(model, x, torch.tensor([clean.classes[0]]), [eps]).adv[0]
+        x_adv = atk(models.bounded(model), x, torch.tensor([clean.classes[0]]), [eps]).adv[0]
         [adv] = predict(model, x_adv, names, top_k)
         with torch.inference_mode():
             [ranks] = ranks_of(model(x_adv), torch.tensor([clean.classes[:3]])).tolist()

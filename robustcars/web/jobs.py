@@ -100,7 +100,7 @@ class JobManager:
             if len(self.running()) >= self.max_running:
                 raise Busy(f"a training job is already running ({self.running()[0].id}); wait for it or cancel it")
             run = self.root / run_name
-            if not resume and run.exists():
+            if not resume and (run.exists() or run.is_symlink()):
                 raise ConfigError(f"run {run_name!r} exists already; choose another name")
             run.mkdir(parents=True, exist_ok=True)
             argv = [sys.executable, "-m", "robustcars", "train", *args, "--out", str(run)]

@@ -17,10 +17,17 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _inside(root: Path) -> list[Path]:
+    """The entries of ``root`` that resolve inside it: a link to a folder elsewhere is not listed (the files
+    behind it are refused too, by :func:`robustcars.web.paths.inside`)."""
+    base = root.resolve()
+    return [p for p in root.iterdir() if p.resolve().parent == base]
+
+
 def list_runs(root: Path, jobs) -> list[dict[str, Any]]:
     """One entry per folder of ``root`` holding a run (best.pt) or a job, newest first."""
     out = []
-    for run in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True):
+    for run in sorted((p for p in _inside(root) if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True):
         job = jobs.jobs.get(run.name)
         if not (run / "best.pt").is_file() and job is None:
             continue
@@ -45,7 +52,7 @@ def list_runs(root: Path, jobs) -> list[dict[str, Any]]:
 def list_reports(root: Path) -> list[dict[str, Any]]:
     """Report folders of ``root`` (report.json + index.html) with their title and date."""
     out = []
-    for d in sorted(p for p in root.iterdir() if (p / "report.json").is_file()):
+    for d in sorted(p for p in _inside(root) if (p / "report.json").is_file()):
         rep = _json(d / "report.json")
         out.append({"name": d.name, "title": rep.get("title", d.name), "created": rep.get("created"),
                     "models": len(rep.get("models", [])), "url": f"/reports/{d.name}/index.html"})

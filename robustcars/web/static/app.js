@@ -55,7 +55,6 @@ function inferencePage() {
     const form = new FormData();
     form.append("file", file);
     form.append("run", $("run").value);
-    form.append("top_k", "15");
     form.append("cam", $("cam").checked);
     form.append("prefilter", $("prefilter").checked);
     try {
