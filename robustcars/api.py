@@ -9,6 +9,9 @@ Example:
     ...                              normalize=([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
     >>> result["rows"][1]["accuracy"]   # robust accuracy at eps 0.001
 
+Every argument is checked before anything is written: a wrong type or value raises :class:`ConfigError` (or
+:class:`DataError` for the images), naming the argument and what it accepts.
+
 It writes the same ``attack.json`` / ``records.jsonl`` / ``figures/`` as the CLI (``suite.json`` for a suite), so
 ``robustcars report`` works on the result.
 """
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 
 
 def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attack: str = "fgsm",
@@ -46,7 +49,11 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
         normalize: ``(mean, std)`` the model expects, added as its first layer (None: it takes [0, 1] pixels).
         img_size, resize: how folder images are prepared (``crop``: shorter side, center crop; ``squash``).
     Raises:
-        ConfigError, DataError, CheckpointError, StorageError: as the CLI's (one-line messages).
+        ConfigError: an argument of the wrong type or out of range (the message names it and what it accepts),
+            or a model whose output is not finite ``(N, K)`` float logits.
+        DataError: a folder that is not a dataset, or a Dataset item that is not a float ``(3, H, W)`` image in
+            [0, 1] with a label in [0, K) (all of one size).
+        CheckpointError, StorageError: as the CLI's (one-line messages).
     """
     from .config import AttackConfig
     from .runner import dataset_images, run_attack
@@ -54,6 +61,7 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
 
     if isinstance(data, torch.utils.data.DataLoader):
         data = data.dataset
+    _check_arguments(model, data, out, eps, params, suite, class_names, normalize, img_size)
     folder = isinstance(data, (str, Path))
     if folder:
         from .data import load_cars
@@ -71,7 +79,6 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
     images = None if folder else (lambda cfg: dataset_images(data, names, cfg))
     was_training = model.training
     try:
-        _check_outputs(source, torch.zeros(1, 3, img_size, img_size) if folder else data[0][0][None])
         if suite is not None:
             from .suite import load_suite, run_suite
 
@@ -81,10 +88,38 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
         model.train(was_training)
 
 
-def _check_outputs(source, probe: torch.Tensor) -> None:
-    """One forward pass on one image: the model must return (1, number of classes) logits."""
-    with torch.inference_mode():
-        logits = source.make()(probe)
-    if logits.dim() != 2 or logits.shape[1] != source.num_classes:
-        raise DataError(f"the model returns logits of shape {tuple(logits.shape)} but the data has "
-                        f"{source.num_classes} classes")
+def _type(v: Any) -> str:
+    return type(v).__name__
+
+
+def _check_arguments(model: Any, data: Any, out: Any, eps: Any, params: Any, suite: Any, class_names: Any,
+                     normalize: Any, img_size: Any) -> None:
+    """The types of :func:`evaluate`'s arguments (their values are checked by the runner, before any write).
+
+    Raises:
+        ConfigError: naming the argument, the accepted types and what was given.
+    """
+    from .registry import check_normalization
+
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module (wrap a function in one), got {_type(model)}")
+    if not isinstance(data, (str, Path)) and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise ConfigError("data must be a dataset folder (str or Path), a map-style torch Dataset or a DataLoader of "
+                          f"one, got {_type(data)}")
+    if not isinstance(out, (str, Path)) or not str(out):
+        raise ConfigError(f"out must be a folder path (str or Path), got {out!r}")
+    if isinstance(eps, (str, bytes)) or not isinstance(eps, (list, tuple)):
+        raise ConfigError(f"eps must be a list or tuple of numbers in [0, 1] (e.g. [0.01]), got {_type(eps)} {eps!r}")
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(f"params must be a dict of attack parameters, got {_type(params)}")
+    if suite is not None and not isinstance(suite, (str, Path)):
+        raise ConfigError(f"suite must be the path of a suite TOML file, got {_type(suite)}")
+    if class_names is not None and (isinstance(class_names, str) or not isinstance(class_names, (list, tuple))
+                                    or not all(isinstance(c, str) for c in class_names)):
+        raise ConfigError("class_names must be a list of strings, one per model output")
+    if normalize is not None:
+        if not isinstance(normalize, (list, tuple)) or len(normalize) != 2:
+            raise ConfigError(f"normalize must be (mean, std), two sequences of three numbers, got {normalize!r}")
+        check_normalization(*normalize)
+    if isinstance(img_size, bool) or not isinstance(img_size, int):
+        raise ConfigError(f"img_size must be an integer number of pixels, got {_type(img_size)}")

@@ -68,6 +68,7 @@ def collect(paths: list[Path]) -> list[ModelResults]:
     found: list[Path] = []
     runs: list[Path] = []
     suite_dirs: list[Path] = []
+    owner: dict[Path, Path] = {}  # attack folder -> the run folder it was found in
     for p in map(Path, paths):
         if (p / "attack.json").is_file() or (p / "records.jsonl").is_file():
             found.append(p)
@@ -76,7 +77,9 @@ def collect(paths: list[Path]) -> list[ModelResults]:
             suite_dirs.append(p)
         elif (p / "best.pt").is_file():
             runs.append(p)
-            found += attack_dirs(p)
+            inner = attack_dirs(p)
+            found += inner
+            owner.update({d.resolve(): p for d in inner})
             suite_dirs += sorted(q.parent for q in p.glob("*/suite.json"))
         else:
             raise DataError(f"{p} is not a run folder (best.pt), an attack folder (attack.json) or a suite "
@@ -99,6 +102,10 @@ def collect(paths: list[Path]) -> list[ModelResults]:
         else:  # a model handed over as a Python object: one model per label and weights
             ckpt, run_dir = None, None
             key = f"model:{info.get('arch')}:{info.get('weights_origin')}"
+        run = owner.get(d.resolve())
+        if run is not None and ckpt is not None and key != str((run / "best.pt").resolve()):
+            raise DataError(f"{d} lies in run {run} but holds results of another model ({ckpt}); move it to its "
+                            "own run or report it on its own")
         models.setdefault(key, ModelResults(key, run_dir, ckpt)).attacks.append(res)
     for m in models.values():
         if m.run_dir is not None:
@@ -117,7 +124,31 @@ def collect(paths: list[Path]) -> list[ModelResults]:
                else f"model:{info.get('arch')}:{info.get('weights_origin')}")
         if key in models:
             models[key].suites.append({**suite, "_dir": str(d)})
+    _check_one_class_set(list(models.values()))
     return list(models.values())
+
+
+def _check_one_class_set(models: list[ModelResults]) -> None:
+    """Results of different class sets (another dataset, another class order) are not put in one report.
+
+    Raises:
+        DataError: two models with different class names (the message names both).
+    """
+    seen: dict[tuple[str, ...], str] = {}
+    for m in models:
+        names = _class_names(m) or (m.config.get("class_names") if m.config else None)
+        if names is None and m.checkpoint is not None and m.checkpoint.is_file():
+            from .checkpoint import read_checkpoint
+
+            names = read_checkpoint(m.checkpoint)["class_names"]
+        if names is None:
+            continue
+        where = str(m.run_dir or m.checkpoint or m.key)
+        seen.setdefault(tuple(names), where)
+        if len(seen) > 1:
+            (a, wa), (b, wb) = list(seen.items())[:2]
+            raise DataError(f"{wa} ({len(a)} classes) and {wb} ({len(b)} classes) were evaluated on different class "
+                            "sets (another dataset or class order); report them separately")
 
 
 def sha256_file(path: Path) -> str | None:
@@ -256,8 +287,9 @@ def _write_report(models: list[ModelResults], out: Path, *, title: str, command:
         "models": [],
     }
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    names = unique_names(models)
     for i, m in enumerate(models):
-        entry, model_curves = _model_entry(m, f"m{i + 1}", out, panels)
+        entry, model_curves = _model_entry(m, f"m{i + 1}", out, panels, names[i])
         if model_curves:
             curves[entry["name"]] = model_curves
         report["models"].append(entry)
@@ -282,14 +314,30 @@ def _rel(path: Path | str, out: Path) -> str:
     return str(Path(path).relative_to(out))
 
 
-def _model_entry(m: ModelResults, slug: str, out: Path, panels: str
+def unique_names(models: list[ModelResults]) -> list[str]:
+    """Display names of the models, made distinct: a name two models share gets each one's run folder (or
+    checkpoint, or its position) in brackets, so no model's curves or rows overwrite another's."""
+    names = [model_name(m) for m in models]
+    out = []
+    for i, (m, name) in enumerate(zip(models, names)):
+        if names.count(name) > 1:
+            where = m.run_dir.name if m.run_dir else m.checkpoint.name if m.checkpoint else f"#{i + 1}"
+            name = f"{name} [{where}]"
+        out.append(name)
+    if len(set(out)) < len(out):  # run folders of the same name in different places
+        out = [f"{n} #{i + 1}" for i, n in enumerate(out)]
+    return out
+
+
+def _model_entry(m: ModelResults, slug: str, out: Path, panels: str, name: str
                  ) -> tuple[dict[str, Any], dict[str, list[tuple[float, float]]]]:
-    """One model's section: metrics, learning curves, confusion matrix and every attack."""
+    """One model's section (``name``: its distinct display name): metrics, learning curves, confusion matrix and
+    every attack."""
     from . import figures as F
 
     figdir = out / "figures"
     entry: dict[str, Any] = {
-        "id": slug, "name": model_name(m), "checkpoint": str(m.checkpoint) if m.checkpoint else None,
+        "id": slug, "name": name, "checkpoint": str(m.checkpoint) if m.checkpoint else None,
         "checkpoint_sha256": sha256_file(m.checkpoint) if m.checkpoint else None,
         "config": m.config, "metrics": m.metrics, "commands": m.metrics.get("commands", []),
         "reproduce": m.metrics.get("reproduce"), "figures": {},

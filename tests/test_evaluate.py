@@ -86,7 +86,8 @@ def test_evaluate_refuses_what_does_not_fit(trained, tmp_path):
     data, *_ = trained
     import torchvision
 
-    with pytest.raises(robustcars.errors.DataError, match=r"logits of shape \(1, 5\) but the data has 3 classes"):
+    with pytest.raises(robustcars.errors.ConfigError, match=r"returns a tensor of shape \(1, 5\); expected a float "
+                       r"tensor of logits of shape \(N, 3\)"):
         robustcars.evaluate(torchvision.models.resnet18(num_classes=5), data, out=tmp_path / "x", img_size=32)
     with pytest.raises(robustcars.errors.ConfigError, match="give class_names"):
         robustcars.evaluate(torchvision.models.resnet18(num_classes=3), [(torch.zeros(3, 8, 8), 0)], out=tmp_path / "y")
