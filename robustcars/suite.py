@@ -155,7 +155,8 @@ def _precheck(configs: list, labels: list[str], resume: bool, source=None, image
         try:
             prepare(cfg, source, images)
             out = Path(cfg.out)
-            if (out / "records.jsonl").exists() or any(out.glob("records.rank*.jsonl")):
+            records = out / "records.jsonl"
+            if (records.is_file() and records.stat().st_size > 0) or any(out.glob("records.rank*.jsonl")):
                 if not resume:
                     raise ConfigError(f"{out} already holds attack records; pass --resume to continue the suite "
                                       "or choose another --out")
