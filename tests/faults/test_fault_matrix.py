@@ -7,111 +7,17 @@ count is recorded in the README ("Errors").
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from robustcars.cli import app
-from robustcars.lock import output_lock
-
-from ..conftest import make_folder_dataset, train_tiny_run
-
-runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def invoke(*args, env=None):
-    return runner.invoke(app, [str(a) for a in args], env=env)
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def bomb_png(path: Path, side: int = 14_000) -> None:
-    """A tiny PNG file whose header claims side x side pixels (a decompression bomb for PIL)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A trained run with a finished attack inside it, and material for the bad cases."""
-    root = tmp_path_factory.mktemp("faults")
-    data, run = train_tiny_run(root)
-    atk = run / "attack-fgsm"
-    r = invoke("attack", "--run", run, "--eps", 0.05, "--batch-size", 4, "--workers", 0, "--out", atk)
-    assert r.exit_code == 0, r.output
-    w = {"root": root, "data": data, "run": run, "attack": atk}
-    # broken copies of the attack folder for the report cases
-    for name, damage in {
-        "corrupt_json": lambda d: (d / "attack.json").write_text('{"rows": [1, 2'),
-        "torn": lambda d: (d / "records.jsonl").write_bytes((d / "records.jsonl").read_bytes()[:-40]),
-        "bad_middle": lambda d: (d / "records.jsonl").write_text(
-            "\n".join(ln if i != 3 else "{not json" for i, ln in enumerate(
-                (d / "records.jsonl").read_text().splitlines())) + "\n"),
-        "no_records": lambda d: (d / "records.jsonl").unlink(),
-    }.items():
-        shutil.copytree(atk, root / name)
-        damage(root / name)
-    (root / "a_file").write_text("not a folder")
-    (root / "not_a_report").mkdir()
-    (root / "not_a_report" / "notes.txt").write_text("mine")
-    # datasets with one defect each
-    for name in ("empty_class", "linked_class", "bomb_train"):
-        make_folder_dataset(root / name)
-    make_folder_dataset(root / "four", classes=4)
-    (root / "empty_class" / "train" / "Zempty").mkdir()
-    os.symlink(root / "linked_class" / "train", root / "linked_class" / "train" / "Zloop")
-    bomb_png(root / "bomb_train" / "train" / "Make0 Model 2000" / "bomb.png")
-    shutil.copytree(data, root / "bomb_test")
-    bomb_png(root / "bomb_test" / "test" / "Make1 Model 2001" / "bomb.png")
-    shutil.copytree(data, root / "corrupt_test")
-    (root / "corrupt_test" / "test" / "Make1 Model 2001" / "zz.jpg").write_bytes(b"\xff\xd8 truncated")
-    (root / "garbage.pt").write_bytes(b"not a checkpoint at all")
-    suites = {
-        "steps_float": '[[attack]]\nname = "fgsm"\neps = [0.01]\n[[attack]]\nname = "pgd"\neps = [0.01]\nsteps = 2.5\n',
-        "eps_string": '[[attack]]\nname = "fgsm"\neps = [0.01]\n[[attack]]\nname = "pgd"\neps = ["a", 0.01]\n',
-        "bad_label": '[[attack]]\nname = "fgsm"\neps = [0.01]\nlabel = "../escape"\n',
-        "bad_target": '[[attack]]\nname = "fgsm"\neps = [0.01]\n[[attack]]\nname = "pgd"\neps = [0.01]\ntarget = 999\n',
-        "negative_deepfool": '[[attack]]\nname = "deepfool"\neps = [0.1]\nsteps = -5\n',
-    }
-    for name, body in suites.items():
-        (root / f"{name}.toml").write_text(body)
-    unwritable = Path("/sys/robustcars-fault-matrix") if os.geteuid() == 0 else root / "readonly" / "sub"
-    if os.geteuid() != 0:
-        (root / "readonly").mkdir()
-        os.chmod(root / "readonly", 0o555)
-    w["unwritable"] = unwritable
-    return w
-
-
-@dataclass
-class Case:
-    name: str
-    args: list[str]
-    message: str
-    env: dict[str, str] = field(default_factory=dict)
-    hold_lock: str | None = None  # a folder locked by "another process" during the case
-    new: list[str] = field(default_factory=list)  # paths that must not exist afterwards
-
+from .common import ROOT, Case, check_refusal, invoke
 
 A = ["attack", "--run", "{run}", "--workers", "0", "--batch-size", "4"]
 CASES = [
@@ -193,28 +99,10 @@ CASES = [
 ]
 
 
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_fault_matrix(world, case: Case):
-    fmt = {k: str(v) for k, v in world.items()}
-    args = [a.format(**fmt) for a in case.args]
-    before = snapshot(world["root"] / "run"), snapshot(world["root"] / "not_a_report")
-    lock = output_lock(case.hold_lock.format(**fmt)) if case.hold_lock else None
-    if lock:
-        lock.__enter__()
-    try:
-        r = invoke(*args, env=case.env or None)
-    finally:
-        if lock:
-            lock.__exit__(None, None, None)
-    out = r.output
-    assert r.exit_code == 2, out
-    assert "Traceback" not in out and not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit)
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and case.message in errors[0], out
-    assert (snapshot(world["root"] / "run"), snapshot(world["root"] / "not_a_report")) == before
-    for name in case.new:
-        assert not (world["root"] / name).exists(), f"{name} was created"
-    assert not list(world["root"].glob(".*.tmp")), "a half-written report folder was left behind"
+    check_refusal(world, case)
 
 
 # --- faults that need a real process: a full disk, Ctrl-C, kill -9, two writers at once --------------------
