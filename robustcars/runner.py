@@ -125,9 +125,9 @@ class _CheckedItems(torch.utils.data.Dataset):
 def dataset_images(dataset: Any, class_names: list[str], cfg: AttackConfig) -> ImageSet:
     """Any map-style Dataset of ``(image in [0, 1], label)`` (a seeded subset with ``cfg.max_images``).
 
-    Every item is checked (float ``(3, H, W)`` in [0, 1], all of one size, label in [0, K)): a TensorDataset
-    whole, here, before anything is written; any other Dataset its first item here and each later one as it is
-    read (a bad one then stops the attack with the records so far kept for ``--resume``).
+    Every item is checked here, before anything is written (float ``(3, H, W)`` in [0, 1], all of one size, label
+    in [0, K)): a TensorDataset at once, any other Dataset item by item (one extra read of each; cheap next to
+    attacking it), and again as the attack reads it.
 
     Raises:
         DataError: an empty dataset or a bad item (named by its index).
@@ -143,6 +143,9 @@ def dataset_images(dataset: Any, class_names: list[str], cfg: AttackConfig) -> I
     size = check_image_item(dataset[order[0]], k, f"dataset item {order[0]}")
     if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) == 2:
         _check_tensors(*dataset.tensors, k, size)
+    else:
+        for i in order[1:]:
+            check_image_item(dataset[i], k, f"dataset item {i}", size)
     info = {"root": None, "layout": type(dataset).__name__, "split": cfg.split, "images": len(order),
             "classes": k, "class_names": list(class_names)}
     return ImageSet([f"#{i}" for i in order], lambda pos: _CheckedItems(dataset, [order[i] for i in pos], k, size),
