@@ -97,3 +97,10 @@ def _more_material(root: Path, w: dict) -> None:
     }
     for name, body in suites.items():
         (root / f"{name}.toml").write_text(body)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The matrix reports its case count at the end of every run that collected it."""
+    from .test_matrix_size import API, CLI, WEB
+
+    terminalreporter.write_line(f"fault matrix: {CLI} CLI cases, {WEB} web cases, {API} Python-API cases")
