@@ -150,3 +150,30 @@ def test_devkit_missing_images_are_reported(tmp_path):
     savemat(root / "devkit" / "cars_train_annos.mat", _annos([(1, 1, 5, 5, 1, "00001.jpg")]))
     with pytest.raises(DataError, match="missing, e.g. .*00001.jpg"):
         load_cars(root)
+
+
+def test_images_are_decoded_by_what_their_values_mean():
+    """16-bit, 32-bit integer and float images become the same 8-bit picture as their 8-bit original."""
+    from robustcars.data import to_rgb
+
+    grey = np.random.default_rng(1).integers(0, 256, (6, 9), dtype=np.uint8)
+    want = np.repeat(grey[..., None], 3, axis=2)
+    for im in (Image.fromarray(grey.astype(np.uint16) * 257),            # I;16, full scale 65535
+               Image.fromarray(grey.astype(np.int32), "I"),               # I with 8-bit values
+               Image.fromarray(grey.astype(np.int32) * 257, "I"),         # I with 16-bit values
+               Image.fromarray(grey.astype(np.float32) / 255, "F"),       # F in [0, 1]
+               Image.fromarray(grey.astype(np.float32), "F")):            # F in [0, 255]
+        assert np.array_equal(np.asarray(to_rgb(im)), want), im.mode
+    nan = Image.fromarray(np.full((2, 2), np.nan, np.float32), "F")
+    with pytest.raises(DataError, match="NaN or infinite"):
+        to_rgb(nan)
+
+
+def test_special_files_are_refused_without_being_opened(tmp_path):
+    import os
+
+    from robustcars.data import Sample
+
+    os.mkfifo(tmp_path / "x.jpg")  # opening it for reading would block until a writer comes
+    with pytest.raises(DataError, match="a FIFO, not an image file"):
+        read_image(Sample(str(tmp_path / "x.jpg"), 0))

@@ -268,3 +268,58 @@ def test_memory_hungry_requests_are_refused_under_a_memory_limit(web, world):
             assert status == 400 and "nested deeper than 32 levels" in message, (key, message)
         else:
             assert status == 422 and "aspect ratio above 20:1" in message, (key, message)
+
+
+def test_the_server_stops_on_ctrl_c_during_a_long_attack(web, world, tmp_path):
+    """``robustcars serve`` with an attack of 10,000 PGD steps under way: SIGINT ends the server within seconds
+    (the attack stops at its next step), where it used to need SIGKILL."""
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "robustcars", "serve", "--runs", str(web["runs"]), "--data",
+                               str(world["data"].parent), "--reports", str(tmp_path / "rep"), "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.3)
+        body, boundary = _multipart({"run": "tiny", "attack": "pgd", "params": '{"steps": 10000}'}, png())
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/attack", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        import threading
+
+        threading.Thread(target=lambda: _ignore(urllib.request.urlopen, request, timeout=120), daemon=True).start()
+        time.sleep(3)  # the attack is under way
+        t0 = time.monotonic()
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+        assert time.monotonic() - t0 < 20
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def _ignore(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except OSError:
+        pass
+
+
+def _multipart(fields: dict[str, str], photo: bytes) -> tuple[bytes, str]:
+    boundary = "robustcars-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.png"\r\n'
+                 "Content-Type: image/png\r\n\r\n".encode() + photo + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), boundary
