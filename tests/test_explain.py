@@ -123,7 +123,7 @@ def test_odd_photos_are_converted_or_refused_in_one_line(tmp_path):
     reasons = {p.name: why for p, why in photos.rejected}
     assert reasons == {"notes.txt": "not an image", "truncated.jpg": reasons["truncated.jpg"]}
     assert reasons["truncated.jpg"].startswith("cannot read image") and "\n" not in reasons["truncated.jpg"]
-    from .faults.test_fault_matrix import bomb_png
+    from .faults.common import bomb_png
 
     bomb_png(tmp_path / "bomb.png")
     with pytest.raises(DataError, match=r"bomb.png: refused, too many pixels \(decompression bomb\)"):
