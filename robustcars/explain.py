@@ -348,13 +348,14 @@ def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int 
     from .checkpoint import model_from_checkpoint, read_checkpoint
     from .data import build_transform
     from .metrics import ranks_of
-    from .registry import check_attack_classes
+    from .registry import check_attack_classes, fit_to_classes
 
     ckpt = read_checkpoint(run)
     names = ckpt["class_names"]
     top_k = default_top_k(len(names), top_k)
     if attack:
-        check_attack_classes(attack, params or {}, len(names))
+        params = fit_to_classes(attack, params or {}, len(names))
+        check_attack_classes(attack, params, len(names))
     atk = get_attack(attack, **(params or {})) if attack else None
     model = model_from_checkpoint(ckpt)
     photos = load_photos(inputs, build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop")),

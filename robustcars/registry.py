@@ -334,6 +334,29 @@ def check_eps(eps: Sequence[Any]) -> list[float]:
     return out
 
 
+def fit_to_classes(name: str, params: dict[str, Any], k: int) -> dict[str, Any]:
+    """``params`` with defaults that cannot hold for a model of ``k`` classes made to fit: ``n_target_classes``
+    not given, whose default (9, AutoAttack's) exceeds ``k - 1``, becomes ``k - 1`` (every other class), for
+    the attack and for each attack of a cascade. Given values are left as they are (and checked by
+    :func:`check_attack_classes`)."""
+    def fit(attack: str, given: dict[str, Any]) -> dict[str, Any]:
+        p = attack_spec(attack).param("n_target_classes")
+        if p is None or "n_target_classes" in given or p.default <= k - 1 or k < 2:
+            return given
+        return {**given, "n_target_classes": k - 1}
+
+    def fit_item(item: Any) -> Any:  # a cascade's table, raw {name, label, k: v} or checked {name, label, params}
+        if not isinstance(item, dict) or item.get("name") not in ATTACKS:
+            return item
+        if isinstance(item.get("params"), dict) and set(item) <= {"name", "label", "params"}:
+            return {**item, "params": fit(item["name"], item["params"])}
+        return {**item, **fit(item["name"], {x: v for x, v in item.items() if x not in ("name", "label")})}
+
+    if isinstance(params.get("attacks"), list):
+        return {**params, "attacks": [fit_item(a) for a in params["attacks"]]}
+    return fit(name, params)
+
+
 def check_attack_classes(name: str, params: dict[str, Any], k: int) -> None:
     """What attack ``name`` (a cascade: each of its attacks) needs of a model with ``k`` classes: at least its
     ``min_classes``, ``n_target_classes`` at most ``k - 1``, and a class-index target below ``k``.

@@ -43,7 +43,7 @@ from .data import CarsData, CarsDataset, build_transform, fingerprint, load_cars
 from .errors import ConfigError, DataError, StorageError
 from .lock import process_lock
 from .metrics import entropy, ranks_of
-from .registry import check_attack_classes
+from .registry import check_attack_classes, fit_to_classes
 from .results import load_attack, read_records
 from .runtime import library_versions, resolve_device
 from .source import ModelSource, cam_module
@@ -207,6 +207,7 @@ def prepare(cfg: AttackConfig, source: ModelSource | None = None,
         if list(data.classes) != source.class_names:
             raise DataError(f"class names in {root} differ from the model's (another dataset or class order)")
     cfg.img_size, cfg.resize = source.img_size, source.resize  # what runs, recorded (a run decides them)
+    cfg.params = fit_to_classes(cfg.attack, cfg.params, source.num_classes)  # recorded as it runs
     check_attack_classes(cfg.attack, cfg.params, source.num_classes)
     if len(images) == 0:
         raise DataError(f"no images to attack in the {cfg.split} split")

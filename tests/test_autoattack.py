@@ -182,3 +182,17 @@ def test_suite_with_a_weak_pgd_and_apgd_gets_the_flag_and_a_worst_case_row(tmp_p
     assert report["failed_checks"][0]["name"] == "weak_not_weaker_than_apgd_ce"
     assert any(k.startswith("worst case (s, linf) @ ") for k in report["comparison"][0])
     assert "worst case over its attacks" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_the_default_number_of_targets_fits_the_class_count():
+    from robustcars.registry import fit_to_classes
+
+    assert fit_to_classes("apgd_t", {}, 6) == {"n_target_classes": 5}
+    assert fit_to_classes("apgd_t", {"n_target_classes": 3}, 6) == {"n_target_classes": 3}  # given: kept
+    assert fit_to_classes("apgd_t", {}, 196) == {}  # the default 9 holds
+    assert fit_to_classes("pgd", {"steps": 3}, 6) == {"steps": 3}
+    cascade = {"attacks": [{"name": "pgd", "label": "p"}, {"name": "fab_t", "label": "f", "n_iter": 2}]}
+    assert fit_to_classes("cascade", cascade, 4)["attacks"][1] == {"name": "fab_t", "label": "f", "n_iter": 2,
+                                                                   "n_target_classes": 3}
+    checked = {"attacks": [{"name": "apgd_t", "label": "t", "params": {}}]}
+    assert fit_to_classes("cascade", checked, 4)["attacks"][0]["params"] == {"n_target_classes": 3}

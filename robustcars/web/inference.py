@@ -142,14 +142,15 @@ def attack_upload(models: Models, run: Path, data: bytes, name: str, *, attack: 
     """
     from ..attacks import get_attack
     from ..metrics import ranks_of
-    from ..registry import check_attack_classes
+    from ..registry import check_attack_classes, fit_to_classes
 
-    atk = get_attack(attack, **params)
     photo = read_photo(data, name=name, max_pixels=max_pixels)
     with models.computing():
         model, ckpt, tf = models.load(run)
         names = ckpt["class_names"]
+        params = fit_to_classes(attack, params, len(names))
         check_attack_classes(attack, params, len(names))
+        atk = get_attack(attack, **params)
         top_k = default_top_k(len(names), top_k)
         x = tf(photo)[None]
         [clean] = predict(model, x, names, top_k)

@@ -323,3 +323,20 @@ def _multipart(fields: dict[str, str], photo: bytes) -> tuple[bytes, str]:
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.png"\r\n'
                  "Content-Type: image/png\r\n\r\n".encode() + photo + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), boundary
+
+
+def test_apgd_t_on_six_classes_targets_every_other_class(web):
+    """AutoAttack's default of 9 target classes cannot hold for 6 classes: not given, it becomes 5 (it used to
+    end in a 500 IndexError); given explicitly above 5, it is refused."""
+    from ..test_web import fake_run
+
+    fake_run(web["runs"] / "six", classes=6)
+    c = web["client"]
+    r = c.post(ATTACK, data={"run": "six", "attack": "apgd_t", "eps": "0.0001", "params": '{"n_iter": 2}'},
+               files=up(png()))
+    assert r.status_code == 200, r.text
+    assert r.json()["params"]["n_target_classes"] == 5
+    r = c.post(ATTACK, data={"run": "six", "attack": "apgd_t", "params": '{"n_iter": 2, "n_target_classes": 9}'},
+               files=up(png()))
+    assert r.status_code == 400 and "n_target_classes must be at most 5 (classes - 1), got 9" in r.json()["error"]
+    shutil.rmtree(web["runs"] / "six")
