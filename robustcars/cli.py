@@ -215,7 +215,6 @@ _DATA_HELP = (f"Data root: class folders in train/, val/, test/ (ImageFolder lay
 
 @app.command()
 def train(
-    ctx: typer.Context,
     data: Annotated[Path | None, typer.Option(help=_DATA_HELP, show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Run folder to create (checkpoints, history.csv, figures, metrics.json).")] = Path("runs/resnet34"),
     arch: Annotated[Arch, typer.Option(help="Backbone architecture.")] = Arch.resnet34,
@@ -308,7 +307,6 @@ def _print_attack_result(result: dict[str, Any], files: str) -> None:
 
 @app.command()
 def attack(
-    ctx: typer.Context,
     run: Annotated[Path | None, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.", show_default=False)] = None,
     model: Annotated[str | None, typer.Option(help="Instead of --run, any model: torchvision:NAME, timm:NAME or package.module:factory (built with num_classes = the number of classes); needs --data.", show_default=False)] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Weights for --model: a state dict, or one under 'state_dict'/'model'/'model_state_dict' (module. prefixes stripped); read with weights_only=True.", show_default=False)] = None,
