@@ -107,6 +107,22 @@ class Models:
         return self.prefilter
 
 
+def check_resized(photo: Image.Image, img_size: int, resize: str, max_pixels: int, name: str) -> None:
+    """Refuse a photo whose resize for the model (``crop``: shorter side to ``img_size`` first) would hold more
+    than ``max_pixels`` pixels; its decoded size was checked already.
+
+    Raises:
+        DataError: naming the photo, its size and what the resize would cost.
+    """
+    from ..errors import DataError
+
+    w, h = photo.size
+    pixels = img_size * img_size if resize == "squash" else img_size * int(img_size * max(w, h) / max(1, min(w, h)))
+    if pixels > max_pixels:
+        raise DataError(f"{name}: {w}x{h} pixels would be resized to {pixels:,} pixels for the model, more than the "
+                        f"{max_pixels:,} accepted")
+
+
 def _topk(p) -> list[dict[str, Any]]:
     return [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in zip(p.classes, p.names, p.probs)]
 
@@ -117,6 +133,7 @@ def predict_upload(models: Models, run: Path, data: bytes, name: str, *, top_k: 
     photo = read_photo(data, name=name, max_pixels=max_pixels)
     with models.computing():
         model, ckpt, tf = models.load(run)
+        check_resized(photo, ckpt["img_size"], ckpt.get("resize", "crop"), max_pixels, name)
         top_k = default_top_k(len(ckpt["class_names"]), top_k)
         x = tf(photo)[None]
         [p] = predict(model, x, ckpt["class_names"], top_k)
@@ -147,6 +164,7 @@ def attack_upload(models: Models, run: Path, data: bytes, name: str, *, attack: 
     photo = read_photo(data, name=name, max_pixels=max_pixels)
     with models.computing():
         model, ckpt, tf = models.load(run)
+        check_resized(photo, ckpt["img_size"], ckpt.get("resize", "crop"), max_pixels, name)
         names = ckpt["class_names"]
         params = fit_to_classes(attack, params, len(names))
         check_attack_classes(attack, params, len(names))

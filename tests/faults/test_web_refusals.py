@@ -340,3 +340,16 @@ def test_apgd_t_on_six_classes_targets_every_other_class(web):
                files=up(png()))
     assert r.status_code == 400 and "n_target_classes must be at most 5 (classes - 1), got 9" in r.json()["error"]
     shutil.rmtree(web["runs"] / "six")
+
+
+def test_a_photo_whose_resize_would_be_too_large_is_refused(world, tmp_path):
+    """With --max-pixels 2,000, a 60 x 20 photo (1,200 pixels) passes the pixel count, but its crop-resize to the
+    tiny run's 32 px would hold 32 x 96 = 3,072 pixels: refused before resizing."""
+    runs = tmp_path / "runs"
+    shutil.copytree(world["run"], runs / "tiny", ignore=shutil.ignore_patterns("attack-*"))
+    app = create_app(ServeSettings(runs=runs, data=world["data"].parent, reports=tmp_path / "rep", max_pixels=2000))
+    with TestClient(app) as c:
+        r = c.post(PREDICT, data=RUN, files=up(png((60, 20))))
+        assert r.status_code == 422 and "would be resized to 3,072 pixels for the model, more than the 2,000" \
+            in r.json()["error"], r.text
+        assert c.post(PREDICT, data=RUN, files=up(png((40, 30)))).status_code == 200
