@@ -56,14 +56,11 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
-def collect(paths: list[Path]) -> list[ModelResults]:
-    """Read and check every result under the given run / attack / suite folders, grouped by model checkpoint.
-
-    Nothing is written here: a damaged or incomplete result stops the report before its folder is touched.
+def _classify(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path], dict[Path, Path]]:
+    """``(attack folders, run folders, suite folders, attack folder -> the run it was found in)`` of the inputs.
 
     Raises:
-        DataError: a path that is none of these, or a result that is damaged or incomplete (the message
-            names the file and what to do).
+        DataError: a path that is none of these.
     """
     found: list[Path] = []
     runs: list[Path] = []
@@ -84,6 +81,19 @@ def collect(paths: list[Path]) -> list[ModelResults]:
         else:
             raise DataError(f"{p} is not a run folder (best.pt), an attack folder (attack.json) or a suite "
                             "(suite.json)")
+    return found, runs, suite_dirs, owner
+
+
+def collect(paths: list[Path]) -> list[ModelResults]:
+    """Read and check every result under the given run / attack / suite folders, grouped by model checkpoint.
+
+    Nothing is written here: a damaged or incomplete result stops the report before its folder is touched.
+
+    Raises:
+        DataError: a path that is none of these, or a result that is damaged or incomplete (the message
+            names the file and what to do).
+    """
+    found, runs, suite_dirs, owner = _classify(paths)
     models: dict[str, ModelResults] = {}
     for r in runs:
         key = str((r / "best.pt").resolve())
