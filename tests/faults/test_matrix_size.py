@@ -10,6 +10,6 @@ API = len(test_api_refusals.CASES)
 
 
 def test_the_matrix_covers_every_interface():
-    assert (CLI, WEB, API) >= (90, 40, 15) and CLI >= 90 and WEB >= 40 and API >= 15, (CLI, WEB, API)
+    assert CLI >= 90 and WEB >= 40 and API >= 15, (CLI, WEB, API)
     names = [c.name for c in test_fault_matrix.CASES + test_cli_refusals.CASES]
     assert len(names) == len(set(names)), "two CLI cases share a name"
