@@ -33,7 +33,8 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
              class_names: Sequence[str] | None = None, normalize: tuple[Sequence[float], Sequence[float]] | None = None,
              img_size: int = 224, resize: str = "crop", split: str = "test", batch_size: int = 32,
              max_images: int | None = None, examples: int = 4, cam: int = 0, seed: int = 0, device: str = "auto",
-             workers: int = 0, resume: bool = False, reporter: Any = None, name: str | None = None) -> dict[str, Any]:
+             workers: int = 0, resume: bool = False, reporter: Any = None, name: str | None = None,
+             save_adv: bool = False, save_png: bool = False) -> dict[str, Any]:
     """Attack every image of ``data`` and write the results to ``out``; returns attack.json (suite.json).
 
     Args:
@@ -48,6 +49,8 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
         class_names: required for a Dataset without a ``classes`` attribute; a folder gives its class folders.
         normalize: ``(mean, std)`` the model expects, added as its first layer (None: it takes [0, 1] pixels).
         img_size, resize: how folder images are prepared (``crop``: shorter side, center crop; ``squash``).
+        save_adv, save_png: keep every adversarial example (float32 tensors in ``out/adv``, see
+            :mod:`robustcars.adversarials`; ``save_png`` also as 8-bit PNGs), as ``attack --save-adv``.
     Raises:
         ConfigError: an argument of the wrong type or out of range (the message names it and what it accepts),
             or a model whose output is not finite ``(N, K)`` float logits.
@@ -75,7 +78,8 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
     base = AttackConfig(run="", model=f"python:{source.arch}", out=str(out), eps=list(eps), attack=attack,
                         params=dict(params or {}), split=split, batch_size=batch_size, device=device,
                         data=str(Path(data).resolve()) if folder else None, max_images=max_images,
-                        examples=examples, seed=seed, workers=workers, cam=cam, img_size=img_size, resize=resize)
+                        examples=examples, seed=seed, workers=workers, cam=cam, img_size=img_size, resize=resize,
+                        save_adv=bool(save_adv), save_png=bool(save_png))
     images = None if folder else (lambda cfg: dataset_images(data, names, cfg))
     was_training = model.training
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .registry import ATTACKS
+from .registry import ATTACKS, GREY_LEVEL
 
 
 def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps: list[float], grad_zero: int | None,
@@ -26,11 +26,41 @@ def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps
     inside = all(a[key] <= e * (1 + 1e-5) + 1e-6 for r in records for a, e in zip(r["adv"], eps))
     checks.append({"name": "inside_eps_ball", "ok": inside,
                    "explain": f"an adversarial image is outside the {norm} eps ball: the projection failed"})
+    checks += realizability_checks(rows, eps, norm)
     if attacked and grad_zero is not None:
         share = grad_zero / attacked
         checks.append({"name": "zero_gradient_share", "ok": share < 0.01, "value": share,
                        "explain": "share of images with an all-zero input gradient; above 1% suggests saturated "
                                   "softmax or gradient masking (FGSM cannot move those images)"})
+    return checks
+
+
+def realizability_checks(rows: list[dict[str, Any]], eps: list[float], norm: str, margin: float = 0.01
+                         ) -> list[dict[str, Any]]:
+    """Whether the float numbers survive saving the images as 8-bit (rows with ``accuracy_8bit``; none for 0.2).
+
+    * ``eps_at_least_one_grey_level`` (L∞ only): fails for every eps below 1/255 — a perturbation smaller than one
+      grey level exists only in floating point; its 8-bit robust accuracy says what survives rounding.
+    * ``realizable_in_8bit``: fails where the robust accuracy on the adversarial images rounded to the 8-bit grid
+      differs from the float one by more than ``margin`` (1 point).
+    """
+    scored = [r for r in rows[1:] if "accuracy_8bit" in r]
+    if not scored:
+        return []
+    checks = []
+    if norm == "linf":
+        below = [e for e in eps if e < GREY_LEVEL * (1 - 1e-6)]
+        checks.append({"name": "eps_at_least_one_grey_level", "ok": not below, "eps": below,
+                       "explain": f"L∞ eps {', '.join(f'{e:g}' for e in below)} is below one 8-bit grey level (1/255 ="
+                                  " 0.00392): such an example exists only in floating point; read the 8-bit robust "
+                                  "accuracy for what survives saving it as an image"})
+    gaps = {r["eps"]: r["accuracy_8bit"] - r["accuracy"] for r in scored}
+    off = [e for e, g in gaps.items() if abs(g) > margin]
+    worst = max(gaps.values(), key=abs)
+    checks.append({"name": "realizable_in_8bit", "ok": not off, "value": worst, "eps": off,
+                   "explain": f"rounded to the 8-bit grid, the adversarial images' accuracy differs from the float "
+                              f"one by up to {100 * worst:+.1f} points (at eps {', '.join(f'{e:g}' for e in off)}): "
+                              "the float robust accuracy is not what a saved image would get"})
     return checks
 
 
@@ -142,7 +172,20 @@ def worst_case(entries: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]) 
                     for label in labels}
             rows.append({"attack": "worst-case", "norm": norm, "eps": e, "images": len(paths),
                          "accuracy": len(correct - broken) / len(paths), "attacks": labels, "only_broken_by": only})
+            if all("clean_pred_8bit" in entries[label][1][0] for label in labels):
+                rows[-1]["accuracy_8bit"] = _worst_case_8bit(recs, labels, paths, e)
     return rows
+
+
+def _worst_case_8bit(recs: dict[str, dict[str, dict[str, Any]]], labels: list[str], paths: list[str], e: float
+                     ) -> float:
+    """The worst case on images rounded to the 8-bit grid: robust only if the rounded clean image is correct and no
+    entry's rounded adversarial image at eps ``e`` or below is misclassified."""
+    first = recs[labels[0]]
+    robust = [p for p in paths if first[p]["clean_pred_8bit"] == first[p]["label"]
+              and all(a["pred_8bit"] == recs[label][p]["label"] for label in labels
+                      for a in recs[label][p]["adv"] if a["eps"] <= e)]
+    return len(robust) / len(paths)
 
 
 def _is_reference(meta: dict[str, Any], norm: str) -> bool:

@@ -151,6 +151,8 @@ class AttackConfig:
     seed: int = 0
     workers: int = 2
     cam: int = 0  # images whose Grad-CAM attention shift (clean vs largest eps) is measured
+    save_adv: bool = False  # keep every adversarial example (robustcars.adversarials)
+    save_png: bool = False  # ... and write them as 8-bit PNGs (implies save_adv)
     # a model robustcars did not train (instead of `run`): spec, weights, class names, preprocessing
     model: str | None = None  # torchvision:NAME | timm:NAME | package.module:factory
     checkpoint: str | None = None
@@ -162,6 +164,7 @@ class AttackConfig:
 
     def validate(self) -> AttackConfig:
         """Check every field and the attack's parameters (registry). Raises ConfigError."""
+        self.save_adv = self.save_adv or self.save_png
         if self.model is not None:
             self.img_size = 224 if self.img_size is None else self.img_size
             self.resize = "crop" if self.resize is None else self.resize
@@ -207,7 +210,8 @@ class AttackConfig:
         opts += [("--data", self.data), ("--split", self.split), ("--batch-size", self.batch_size),
                  ("--max-images", self.max_images), ("--seed", self.seed), ("--examples", self.examples),
                  ("--cam", self.cam or None), ("--out", self.out)]
-        return _join("attack", opts)
+        flags = ["--save-png"] if self.save_png else ["--save-adv"] if self.save_adv else []
+        return _join("attack", opts, flags)
 
     @property
     def norm(self) -> str:
@@ -216,6 +220,9 @@ class AttackConfig:
     def fingerprint(self) -> str:
         """Hash of everything that changes the records (not the output folder, device, workers or panels)."""
         keys = {k: v for k, v in asdict(self).items() if k not in ("out", "device", "workers", "examples")}
+        for k in ("save_adv", "save_png"):  # saved only when asked: the fingerprints of 0.2 folders stay valid
+            if not keys[k]:
+                del keys[k]
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -190,22 +190,24 @@ def attack_table(result: dict[str, Any]) -> Table:
     """Clean row + one row per attack/eps: the numbers of ``attack.json``."""
     data = result["data"]
     t = Table(title=f"Robustness of {result['run']['arch']} on {data['images']} {data['split']} images")
-    cols = [("input", "left"), ("eps", "right"), ("accuracy", "right"), ("macro-F1", "right"),
-            ("entropy (nats)", "right"), ("success rate", "right"), ("clean top-1 rank\nmean / median", "right"),
-            ("top-1 left\ntop-3", "right")]
+    rounded = any("accuracy_8bit" in r for r in result["rows"])  # robustcars 0.2 results have no 8-bit scores
+    cols = [("input", "left"), ("eps", "right"), ("accuracy", "right"), *([("8-bit\naccuracy", "right")] * rounded),
+            ("macro-F1", "right"), ("entropy (nats)", "right"), ("success rate", "right"),
+            ("clean top-1 rank\nmean / median", "right"), ("top-1 left\ntop-3", "right")]
     for name, just in cols:
         t.add_column(name, justify=just)
     for r in result["rows"]:
+        acc8 = [fmt(r.get("accuracy_8bit"))] * rounded
         if r["attack"] == "worst-case":  # suites: robust only if no attack of the suite fooled the image
             t.add_row(f"worst case ({r['norm']}, {len(r['attacks'])} attacks, {r['images']} images)", f"{r['eps']:g}",
-                      fmt(r["accuracy"]), "–", "–", "–", "–", "–", style="bold")
+                      fmt(r["accuracy"]), *acc8, "–", "–", "–", "–", "–", style="bold")
             continue
         is_clean = r["attack"] == "clean"
         name = r.get("label", r["attack"])
         t.add_row(
             (f"clean ({r['images']} images of {name})" if "label" in r else "clean") if is_clean
             else f"{name} ({r['norm']})", "–" if is_clean else f"{r['eps']:g}",
-            fmt(r["accuracy"]), fmt(r["macro_f1"]), f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
+            fmt(r["accuracy"]), *acc8, fmt(r["macro_f1"]), f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
             "–" if is_clean else fmt(r["success_rate"]),
             "–" if is_clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
             "–" if is_clean else fmt(r["top1_left_top3"], 3),

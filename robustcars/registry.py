@@ -23,6 +23,7 @@ from typing import Any
 from .errors import ConfigError
 
 NORMS = {"linf": "L∞", "l2": "L2"}
+GREY_LEVEL = 1 / 255  # one step of the 8-bit grid in [0, 1] pixel scale (eps k/255 = k grey levels)
 TARGETS = ("least_likely", "runner_up")
 SEED_MAX = 2**32 - 1  # seeds are in [0, 2**32): what numpy and torch accept
 

@@ -537,13 +537,15 @@ def _f(x: Any, d: int = 3) -> str:
 
 
 def _attack_table(a: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["input", "eps", "accuracy", "macro-F1", "entropy (nats) mean ± std", "success rate",
-            "clean top-1 rank mean / median", "top-1 left top-3", "L∞ max", "L2 mean"]
+    rounded = any("accuracy_8bit" in r for r in a["rows"])  # robustcars 0.2 results have no 8-bit scores
+    head = ["input", "eps", "accuracy", *["8-bit accuracy"] * rounded, "macro-F1", "entropy (nats) mean ± std",
+            "success rate", "clean top-1 rank mean / median", "top-1 left top-3", "L∞ max", "L2 mean"]
     body = []
     for r in a["rows"]:
         clean = r["attack"] == "clean"
         body.append(["clean" if clean else a["label"], "–" if clean else f"{r['eps']:g}", _f(r["accuracy"], 4),
-                     _f(r["macro_f1"], 4), f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
+                     *[_f(r.get("accuracy_8bit"), 4)] * rounded, _f(r["macro_f1"], 4),
+                     f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
                      "–" if clean else _f(r.get("success_rate")),
                      "–" if clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
                      "–" if clean else _f(r.get("top1_left_top3")), "–" if clean else _f(r.get("linf_max"), 4),

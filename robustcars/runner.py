@@ -4,14 +4,18 @@ Writes into ``OUT`` (one writer at a time: :func:`robustcars.lock.output_lock`):
 
     attack.json        config, class names, clean and per-eps summary, sanity checks, cost, versions
     attack.csv         the summary table (one row for clean, one per attack/eps)
+    model_card.json    the evaluation as RobustBench records one (:mod:`robustcars.model_card`)
     records.jsonl      one JSON object per image, appended batch by batch (resumable)
     attack_state.json  fingerprint of the configuration, image count, finished flag
     kept.pt            images the figures show, taken from the scoring pass (removed when finished)
     figures/           entropy_hist.png, panel_<attack>_eps<eps>.png, panel_<attack>_extremes_eps<eps>.png
 
-Per-image record: ``index, path, label, clean_pred, clean_top3, clean_top3_prob, clean_entropy`` and
-``adv``: for each eps ``{eps, pred, top3, top3_prob, entropy, clean_top3_rank, linf, l2}``, where
-``clean_top3_rank[j]`` is the 1-based adversarial rank of the clean rank-(j+1) class.
+Per-image record: ``index, path, label, clean_pred, clean_top3, clean_top3_prob, clean_entropy, clean_pred_8bit``
+and ``adv``: for each eps ``{eps, pred, top3, top3_prob, entropy, clean_top3_rank, linf, l2, pred_8bit,
+grey_levels_8bit}``, where ``clean_top3_rank[j]`` is the 1-based adversarial rank of the clean rank-(j+1) class,
+``*_8bit`` score the image rounded to the 8-bit grid (:func:`robustcars.attacks.to_8bit_grid`: what a PNG keeps)
+and ``grey_levels_8bit`` is the L∞ distance, in grey levels, between the rounded adversarial and the rounded clean
+image (0: the perturbation vanished in rounding). Records of robustcars 0.2 have no ``*_8bit`` fields.
 
 The steps, each a function: :func:`prepare` resolves and validates everything (no write);
 :func:`open_folder` applies the resume rules; :func:`score_batch` and :func:`batch_records` turn one batch
@@ -34,15 +38,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import adversarials
 from . import io as rio
 from .attack_state import KEPT_NAME, KeptImages, ResumeState
-from .attacks import Attack, get_attack, perturbation_norms
+from .attacks import Attack, get_attack, perturbation_norms, to_8bit_grid
 from .checks import sanity_checks
 from .config import AttackConfig
 from .data import CarsData, CarsDataset, build_transform, fingerprint, load_cars, subsample
 from .errors import ConfigError, DataError, StorageError
 from .lock import process_lock
 from .metrics import entropy, ranks_of
+from .model_card import CARD_NAME, attack_card
 from .registry import check_attack_classes, fit_to_classes
 from .results import load_attack, read_records
 from .runtime import library_versions, resolve_device
@@ -206,6 +212,9 @@ def prepare(cfg: AttackConfig, source: ModelSource | None = None,
             raise DataError(f"the model has {source.num_classes} classes but {root} has {len(data.classes)}")
         if list(data.classes) != source.class_names:
             raise DataError(f"class names in {root} differ from the model's (another dataset or class order)")
+    if source.num_classes < TOPK:
+        raise ConfigError(f"the model has {source.num_classes} classes; the records keep its top-{TOPK} classes, so "
+                          f"at least {TOPK} are needed")
     cfg.img_size, cfg.resize = source.img_size, source.resize  # what runs, recorded (a run decides them)
     cfg.params = fit_to_classes(cfg.attack, cfg.params, source.num_classes)  # recorded as it runs
     check_attack_classes(cfg.attack, cfg.params, source.num_classes)
@@ -257,11 +266,16 @@ def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tu
         with contextlib.suppress(DataError):
             load_attack(out)
             return set(range(total)), True
+    return _recorded(out), False
+
+
+def _recorded(out: Path) -> set[int]:
+    """Indices of the images with a complete record in ``out`` (records.jsonl and torchrun shards)."""
     done: set[int] = set()
-    for path in [out / "records.jsonl", *shards]:
+    for path in [out / "records.jsonl", *sorted(out.glob("records.rank*.jsonl"))]:
         if path.is_file():
             done |= {r["index"] for r in read_records(path, allow_torn=True).records}
-    return done, False
+    return done
 
 
 def _truncate_torn(path: Path) -> None:
@@ -290,14 +304,19 @@ def score_batch(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tens
     with torch.inference_mode():
         clean_logits = res.clean_logits if res.clean_logits is not None else model(x)
         c_idx, c_prob = _top(clean_logits)
+        x_8 = to_8bit_grid(x)
         per_eps = []
         for x_adv in res.adv:
             a_logits = model(x_adv)
             a_idx, a_prob = _top(a_logits)
             linf, l2 = perturbation_norms(x, x_adv)
-            per_eps.append([a_logits.argmax(1), a_idx, a_prob, entropy(a_logits), ranks_of(a_logits, c_idx), linf, l2])
+            a_8 = to_8bit_grid(x_adv)
+            per_eps.append([a_logits.argmax(1), a_idx, a_prob, entropy(a_logits), ranks_of(a_logits, c_idx), linf, l2,
+                            model(a_8).argmax(1), perturbation_norms(x_8, a_8)[0]])
+        c_8 = model(x_8).argmax(1)
     scored = {"label": y.tolist(), "c_idx": c_idx.tolist(), "c_prob": c_prob.tolist(),
-              "c_ent": entropy(clean_logits).tolist(), "per_eps": [[t.tolist() for t in item] for item in per_eps],
+              "c_ent": entropy(clean_logits).tolist(), "c_8bit": c_8.tolist(),
+              "per_eps": [[t.tolist() for t in item] for item in per_eps],
               "targets": res.targets.tolist() if res.targets is not None else None,
               "min_norms": res.min_norms.tolist() if res.min_norms is not None else None,
               "fooled_by": res.fooled_by}
@@ -316,16 +335,19 @@ def batch_records(scored: dict[str, Any], indices: list[int], paths: list[str], 
     for i, (index, path) in enumerate(zip(indices, paths)):
         c_idx = scored["c_idx"][i]
         rec = {"index": index, "path": path, "label": scored["label"][i], "clean_pred": c_idx[0], "clean_top3": c_idx,
-               "clean_top3_prob": _r(scored["c_prob"][i]), "clean_entropy": round(scored["c_ent"][i], 6), "adv": []}
+               "clean_top3_prob": _r(scored["c_prob"][i]), "clean_entropy": round(scored["c_ent"][i], 6),
+               "clean_pred_8bit": scored["c_8bit"][i], "adv": []}
         if scored["targets"] is not None:
             rec["target"] = scored["targets"][i]
         if scored["min_norms"] is not None:
             m = scored["min_norms"][i]
             rec["min_norm"] = None if m == float("inf") else round(m, 7)
-        for j, (e, (pred, a_idx, a_prob, a_ent, rk, linf, l2)) in enumerate(zip(eps, scored["per_eps"])):
+        for j, (e, per_eps) in enumerate(zip(eps, scored["per_eps"])):
+            pred, a_idx, a_prob, a_ent, rk, linf, l2, pred_8, linf_8 = per_eps
             rec["adv"].append({"eps": e, "pred": pred[i], "top3": a_idx[i], "top3_prob": _r(a_prob[i]),
                                "entropy": round(a_ent[i], 6), "clean_top3_rank": rk[i], "linf": round(linf[i], 7),
-                               "l2": round(l2[i], 6)})
+                               "l2": round(l2[i], 6), "pred_8bit": pred_8[i],
+                               "grey_levels_8bit": round(linf_8[i] * 255)})
             if scored.get("fooled_by") is not None:  # cascades: the attack whose example this is
                 rec["adv"][-1]["fooled_by"] = scored["fooled_by"][j][i]
         if attention and i in attention:
@@ -375,6 +397,8 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     kept_path = out / (KEPT_NAME if not d.enabled else f"kept.rank{d.rank}.pt")
     D.barrier(d)
     _truncate_torn(my_path)
+    if cfg.save_adv and resume and d.is_main:  # a shard is written before its records: keep what they hold
+        adversarials.repair(out, _recorded(out))
     rng = np.random.default_rng(cfg.seed)
     kept = KeptImages(set(rng.choice(n, size=min(cfg.examples, n), replace=False).tolist()),
                       k=2 if cfg.examples else 0)
@@ -418,6 +442,8 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
             attention = _attention(model, cam_layer_, x, adv[-1], scored, measured)
             pass_total += 2 * len(attention)  # Grad-CAM: one forward+backward each for clean and adversarial
             recs = batch_records(scored, idx, [p.images.ids[i] for i in idx], cfg.eps, attention)
+            if cfg.save_adv:  # before the records: every recorded image has its saved example
+                adversarials.save_batch(out, idx, y, x, adv, cfg.eps, png=cfg.save_png)
             try:
                 _write_all(fh, "".join(json.dumps(r) + "\n" for r in recs).encode())
             except OSError as exc:
@@ -529,7 +555,10 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
     figs = attack_figures(records, kept, cfg, p.attack.name, p.attack.norm, names, out / "figures",
                           summary.get("min_norms"), cam)
     result["figures"] = [os.path.relpath(f, out) for f in figs]  # relative to the attack folder
+    if cfg.save_adv:
+        result["saved_examples"] = os.path.relpath(adversarials.write_manifest(out, records), out)
     rio.write_csv(out / "attack.csv", summary["rows"])
+    rio.write_json(out / CARD_NAME, attack_card(result))
     rio.write_json(out / "attack.json", result)
     ResumeState(cfg.fingerprint(), asdict(cfg), n, finished=True).save(out)
     return result

@@ -58,7 +58,7 @@ def library_versions() -> dict[str, str]:
     import platform
 
     out = {"python": platform.python_version()}
-    for name in ("robustcars", "torch", "torchvision", "timm", "foolbox", "numpy", "scikit-learn"):
+    for name in ("robustcars", "torch", "torchvision", "timm", "foolbox", "pyautoattack", "numpy", "scikit-learn"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:

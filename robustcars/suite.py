@@ -37,6 +37,7 @@ from typing import Any
 
 from .checks import min_norm_checks, min_norms_by_path, suite_checks, weaker_than_reference, worst_case
 from .errors import ConfigError, RobustcarsError
+from .model_card import CARD_NAME, suite_card
 from .registry import attack_spec, check_eps, validate_params
 
 RESERVED = {"name", "eps", "label", "max_images"}
@@ -203,6 +204,7 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
 
             return {**read_json_file(out / "suite.json", "suite summary"), "unchanged": True}
         summary = _summary(suite, results, out, (command, reproduce), SCHEMA_VERSION, load_attack)
+        rio.write_json(out / CARD_NAME, suite_card(summary, results))
         rio.write_json(out / "suite.json", summary)
         rio.write_csv(out / "suite.csv", summary["rows"])
     return summary

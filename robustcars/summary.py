@@ -21,6 +21,9 @@ def summarize(records: list[dict[str, Any]], eps: list[float], attack: str, norm
     m, s = mean_std(clean_ent)
     clean = {"attack": "clean", "norm": "", "eps": 0.0, "images": len(y), "accuracy": accuracy(y, clean_pred),
              "macro_f1": macro_f1(y, clean_pred), "entropy_mean": m, "entropy_std": s}
+    rounded = bool(records) and "clean_pred_8bit" in records[0]  # robustcars 0.2 records have no 8-bit scores
+    if rounded:
+        clean["accuracy_8bit"] = accuracy(y, np.array([r["clean_pred_8bit"] for r in records]))
     rows = [clean]
     for j, e in enumerate(eps):
         adv = [r["adv"][j] for r in records]
@@ -36,6 +39,8 @@ def summarize(records: list[dict[str, Any]], eps: list[float], attack: str, norm
             "linf_max": float(max(a["linf"] for a in adv)), "l2_mean": float(np.mean([a["l2"] for a in adv])),
             "l2_max": float(max(a["l2"] for a in adv)),
         })
+        if rounded:
+            rows[-1].update(realizability(y, adv))
         if "min_norm" in records[0]:
             found = [r["min_norm"] for r in records if r["min_norm"] is not None]
             rows[-1]["min_norm_median"] = float(np.median(found)) if found else math.nan
@@ -52,6 +57,13 @@ def summarize(records: list[dict[str, Any]], eps: list[float], attack: str, norm
     if records and records[0]["adv"] and "fooled_by" in records[0]["adv"][0]:
         out["fooled_by"] = fooled_by_summary(records, eps)
     return out
+
+
+def realizability(y: np.ndarray, adv: list[dict[str, Any]]) -> dict[str, float]:
+    """The 8-bit scores of one eps: ``accuracy_8bit`` (accuracy on the adversarial images rounded to the 8-bit
+    grid) and ``vanished_8bit`` (share of images whose rounded adversarial equals the rounded clean image)."""
+    return {"accuracy_8bit": accuracy(y, np.array([a["pred_8bit"] for a in adv])),
+            "vanished_8bit": float(np.mean([a["grey_levels_8bit"] == 0 for a in adv]))}
 
 
 def fooled_by_summary(records: list[dict[str, Any]], eps: list[float]) -> list[dict[str, Any]]:

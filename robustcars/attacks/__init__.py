@@ -6,7 +6,16 @@ from __future__ import annotations
 import importlib
 
 from ..registry import attack_names, attack_spec, check_eps, validate_params
-from .base import Attack, AttackOutput, frozen_weights, input_gradient, perturbation_norms, project
+from .base import (
+    GREY_LEVEL,
+    Attack,
+    AttackOutput,
+    frozen_weights,
+    input_gradient,
+    perturbation_norms,
+    project,
+    to_8bit_grid,
+)
 from .fgsm import FGSM, fgsm, fgsm_sweep
 from .iterative import BIM, MIFGSM, PGDL2, PGDLinf, choose_targets, mi_fgsm, pgd
 
@@ -27,6 +36,7 @@ def get_attack(name: str, **params) -> Attack:
 __all__ = [
     "BIM",
     "FGSM",
+    "GREY_LEVEL",
     "MIFGSM",
     "PGDL2",
     "Attack",
@@ -42,6 +52,7 @@ __all__ = [
     "input_gradient",
     "mi_fgsm",
     "perturbation_norms",
+    "to_8bit_grid",
     "pgd",
     "project",
 ]

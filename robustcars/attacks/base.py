@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..registry import NORMS, check_eps  # noqa: F401 - re-exported
+from ..registry import GREY_LEVEL, NORMS, check_eps  # noqa: F401 - re-exported
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -85,6 +85,13 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tens
     """Per-image ``(L∞, L2)`` norms of ``x_adv - x``, float32 ``(N,)`` each, in pixel scale."""
     d = (x_adv - x).flatten(1)
     return d.abs().amax(dim=1), d.norm(dim=1)
+
+
+def to_8bit_grid(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as an 8-bit image would store it: ``round(255 · x) / 255``, clipped to [0, 1] (round half to even,
+    :func:`torch.round`). Shape and dtype kept; pixel scale [0, 1]. What a PNG written from ``x`` and read back
+    gives, so scoring it tells whether an adversarial example survives being saved as an image."""
+    return torch.round(x.clamp(0, 1) * 255) / 255
 
 
 @dataclass
