@@ -412,6 +412,30 @@ def attack(
     _print_attack_result(result, f"[bold green]{done}[/] — results: {out}/attack.json, attack.csv, records.jsonl, figures/")
 
 
+@app.command()
+def transfer(
+    saved: Annotated[Path, typer.Argument(metavar="SAVED", help="A finished attack folder made with --save-adv (its adv/ holds the examples).", show_default=False)],
+    run: Annotated[list[Path], typer.Option(metavar="RUN", help="Target: a run folder (its best.pt) or a checkpoint .pt, of the same classes and input size; repeat for several.", show_default=False)],
+    out: Annotated[list[Path] | None, typer.Option(metavar="DIR", help="Output folder per target, in --run order \\[default: SAVED/transfer/<run folder name>].", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+    device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.auto,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+) -> None:
+    """Score saved adversarial examples on other models (black-box transfer): one attack folder per target."""
+    from .console import attack_table, console
+    from .runtime import set_threads
+    from .transfer import run_transfer
+
+    if out and len(out) != len(run):
+        raise ConfigError(f"give one --out per --run ({len(run)}), or none, got {len(out)}")
+    set_threads(threads)
+    results = run_transfer(saved, list(run), list(out) if out else None, batch_size=batch_size, device=device.value,
+                           command=_typed())
+    for result in results:
+        console.print(attack_table(result))
+        console.print(f"[bold green]done[/] — {result['run']['checkpoint']}: {Path(result['config']['out'])}/attack.json")
+
+
 @app.command("attacks")
 def list_attacks() -> None:
     """List every attack with its norm, kind, parameters (allowed values) and defaults."""

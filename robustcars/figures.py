@@ -195,3 +195,23 @@ def cam_panel(rows: list[dict[str, Any]], title: str, path: str | Path) -> Path:
             ax.axis("off")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def transfer_heatmap(matrices: list[dict[str, Any]], path: str | Path) -> Path:
+    """One heatmap per set of saved examples: robust accuracy of each model scoring them (rows) per eps
+    (columns); the first row is the source model itself (white-box)."""
+    fig, axes = plt.subplots(len(matrices), 1, figsize=(8, 1.2 + 0.55 * max(len(t["rows"]) for t in matrices)
+                                                      * len(matrices)), squeeze=False)
+    for ax, t in zip(axes[:, 0], matrices):
+        acc = np.array([r["accuracy"] for r in t["rows"]], dtype=float)
+        im = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(t["eps"])), [f"{e:g}" for e in t["eps"]])
+        ax.set_yticks(range(len(t["rows"])), [_short(r["target"], 48) for r in t["rows"]], fontsize=8)
+        for i in range(acc.shape[0]):
+            for j in range(acc.shape[1]):
+                ax.text(j, i, f"{acc[i, j]:.3f}", ha="center", va="center", color="w" if acc[i, j] < 0.6 else "k",
+                        fontsize=8)
+        ax.set_xlabel("eps (the source attack's budgets)")
+        ax.set_title(f"examples of {_short(t['source'], 70)}", fontsize=9)
+        fig.colorbar(im, ax=ax, label="robust accuracy")
+    return _save(fig, path)

@@ -308,6 +308,9 @@ def _write_report(models: list[ModelResults], out: Path, *, title: str, command:
         report["comparison_figure"] = _rel(F.robustness_curves(overlay, out / "figures" / "comparison_robustness.png",
                                                                "Robust accuracy vs eps, all models"), out)
     report["comparison"] = comparison_rows(report["models"])
+    report["transfer"] = transfer_matrix(report["models"])
+    if report["transfer"]:
+        report["transfer_figure"] = _rel(F.transfer_heatmap(report["transfer"], out / "figures" / "transfer.png"), out)
     report["defence_comparison"] = defence_comparison(report["models"])
     suite_failed = [{"model": m["name"], "attack": f"suite {su['suite']}", **c} for m in report["models"]
                     for su in m["suites"] for c in su["checks"] if not c["ok"]]
@@ -430,7 +433,43 @@ def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str]
         att["attention_shift"] = meta["attention_shift"]
     if "fooled_by" in meta:  # a cascade: which attack fooled each image first, and the passes each spent
         att["fooled_by"] = meta["fooled_by"]
+    if "transfer" in meta:  # examples made on another model (robustcars transfer)
+        att["transfer"] = {"source": meta["transfer"]["source"],
+                           "source_checkpoint": meta["transfer"]["source_run"].get("checkpoint")}
+    if meta.get("saved_examples"):
+        att["saved_examples"] = str(a.dir.resolve())
+    if (a.dir / "model_card.json").is_file():
+        att["model_card"] = str((a.dir / "model_card.json").resolve())
     return att
+
+
+def transfer_matrix(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per set of saved examples (one source attack folder): robust accuracy on each target model per eps, the
+    source model itself included (its own attack's rows: white-box, the diagonal). Empty without transfers."""
+    sources: dict[str, dict[str, Any]] = {}
+    for m in models:
+        for a in m["attacks"]:
+            if "saved_examples" in a and "transfer" not in a:
+                sources.setdefault(a["saved_examples"], {"source": f"{m['name']} · {a['label']}", "targets": {}})
+    for m in models:
+        for a in m["attacks"]:
+            t = a.get("transfer")
+            if t and t["source"] in sources:
+                sources[t["source"]]["targets"][m["name"]] = a
+    out = []
+    for folder, s in sources.items():
+        if not s["targets"]:
+            continue
+        own = next(a for m in models for a in m["attacks"] if a.get("saved_examples") == folder and "transfer" not in a)
+        eps = [r["eps"] for r in own["rows"][1:]]
+        rows = [{"target": s["source"].split(" · ")[0] + " (source, white-box)", "clean": own["rows"][0]["accuracy"],
+                 "accuracy": [r["accuracy"] for r in own["rows"][1:]]}]
+        for name, a in s["targets"].items():
+            rows.append({"target": name, "clean": a["rows"][0]["accuracy"],
+                         "accuracy": [r["accuracy"] for r in a["rows"][1:]],
+                         "success_rate": [r["success_rate"] for r in a["rows"][1:]]})
+        out.append({"source": s["source"], "dir": folder, "eps": eps, "rows": rows})
+    return out
 
 
 def image_set_id(records: list[dict[str, Any]]) -> str:
@@ -581,6 +620,14 @@ def _sections(report: dict[str, Any]):
         yield "table", (keys, [[_f(r.get(k), 4) if k != "model" else r[k] for k in keys] for r in report["comparison"]])
         if report.get("comparison_figure"):
             yield "img", report["comparison_figure"]
+    if report.get("transfer"):
+        yield "h2", "Transfer: examples made on one model, scored on others (robust accuracy)"
+        for t in report["transfer"]:
+            yield "h3", f"Examples of {t['source']}"
+            yield "table", (["scored on", "clean", *[f"eps {e:g}" for e in t["eps"]]],
+                            [[r["target"], _f(r["clean"]), *[_f(v) for v in r["accuracy"]]] for r in t["rows"]])
+        if report.get("transfer_figure"):
+            yield "img", report["transfer_figure"]
     if report.get("defence_comparison"):
         yield "h2", "Standard vs defended (rows: the same attack and parameters on the same images)"
         yield "table", (report["defence_comparison"]["head"], report["defence_comparison"]["rows"])
@@ -627,6 +674,8 @@ def _sections(report: dict[str, Any]):
                 yield "table", (["true class", "adversarial class", "count", "same make"],
                                 [[t["true"], t["adversarial"], str(t["count"]), "yes" if t["same_make"] else "no"]
                                  for t in f["top"]])
+            if a.get("model_card"):
+                yield "p", f"Model card (RobustBench-style): {a['model_card']}"
             for c in a["checks"]:
                 yield "p", f"check {c['name']}: {'ok' if c['ok'] else 'FAILED — ' + c['explain']}"
     looks = [(m, a) for m in report["models"] for a in m["attacks"] if "attention_shift" in a]

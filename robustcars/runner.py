@@ -293,20 +293,34 @@ def _top(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def score_batch(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, eps: list[float]
                 ) -> tuple[dict[str, Any], list[torch.Tensor], Any]:
-    """Attack one batch and score clean and adversarial predictions.
+    """Attack one batch and score clean and adversarial predictions (:func:`score_examples`).
 
-    Returns ``(scored, adv, output)``: ``scored`` holds plain Python lists (one host transfer per batch) —
-    ``label, c_idx, c_prob, c_ent`` and per eps ``[pred, top3, top3_prob, entropy, ranks, linf, l2]`` — and
-    optionally ``targets``/``min_norms``; ``adv`` the adversarial tensors; ``output`` the attack's
+    Returns ``(scored, adv, output)``: ``scored`` as :func:`score_examples` gives it plus optionally
+    ``targets``/``min_norms``/``fooled_by``; ``adv`` the adversarial tensors; ``output`` the attack's
     :class:`~robustcars.attacks.AttackOutput`.
     """
     res = attack(model, x, y, eps)
+    scored = score_examples(model, x, y, res.adv, res.clean_logits)
+    scored.update({"targets": res.targets.tolist() if res.targets is not None else None,
+                   "min_norms": res.min_norms.tolist() if res.min_norms is not None else None,
+                   "fooled_by": res.fooled_by})
+    return scored, res.adv, res
+
+
+def score_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: list[torch.Tensor],
+                   clean_logits: torch.Tensor | None = None) -> dict[str, Any]:
+    """Score clean images ``x`` (float32 ``(B, 3, H, W)`` in [0, 1], labels ``y``) and their adversarial
+    images ``adv`` (one batch per eps) on ``model``, in float and rounded to the 8-bit grid.
+
+    Returns plain Python lists (one host transfer per batch): ``label, c_idx, c_prob, c_ent, c_8bit`` and per eps
+    ``[pred, top3, top3_prob, entropy, ranks, linf, l2, pred_8bit, linf_8bit]``; ``targets``/``min_norms`` None.
+    """
     with torch.inference_mode():
-        clean_logits = res.clean_logits if res.clean_logits is not None else model(x)
+        clean_logits = clean_logits if clean_logits is not None else model(x)
         c_idx, c_prob = _top(clean_logits)
         x_8 = to_8bit_grid(x)
         per_eps = []
-        for x_adv in res.adv:
+        for x_adv in adv:
             a_logits = model(x_adv)
             a_idx, a_prob = _top(a_logits)
             linf, l2 = perturbation_norms(x, x_adv)
@@ -314,13 +328,9 @@ def score_batch(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tens
             per_eps.append([a_logits.argmax(1), a_idx, a_prob, entropy(a_logits), ranks_of(a_logits, c_idx), linf, l2,
                             model(a_8).argmax(1), perturbation_norms(x_8, a_8)[0]])
         c_8 = model(x_8).argmax(1)
-    scored = {"label": y.tolist(), "c_idx": c_idx.tolist(), "c_prob": c_prob.tolist(),
-              "c_ent": entropy(clean_logits).tolist(), "c_8bit": c_8.tolist(),
-              "per_eps": [[t.tolist() for t in item] for item in per_eps],
-              "targets": res.targets.tolist() if res.targets is not None else None,
-              "min_norms": res.min_norms.tolist() if res.min_norms is not None else None,
-              "fooled_by": res.fooled_by}
-    return scored, res.adv, res
+    return {"label": y.tolist(), "c_idx": c_idx.tolist(), "c_prob": c_prob.tolist(),
+            "c_ent": entropy(clean_logits).tolist(), "c_8bit": c_8.tolist(),
+            "per_eps": [[t.tolist() for t in item] for item in per_eps], "targets": None, "min_norms": None}
 
 
 def _r(values: list[float]) -> list[float]:
