@@ -174,6 +174,16 @@ class Split(StrEnum):
     train = "train"
 
 
+def _eps(text: str) -> float:
+    """``--eps`` as typed: a number or k/255 (:func:`robustcars.registry.parse_eps`)."""
+    from .registry import parse_eps
+
+    try:
+        return parse_eps(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("eps must be ")) from None
+
+
 def _parse_param(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE read as an int, a float, true/false, or else a string."""
     if "=" not in text:
@@ -315,7 +325,7 @@ def attack(
     std: Annotated[str | None, typer.Option(help="For --model: the per-channel std it expects, e.g. 0.229,0.224,0.225.", show_default=False)] = None,
     img_size: Annotated[int | None, typer.Option(min=16, max=1024, help="For --model: square input size in pixels \\[default: 224; a run uses its own].", show_default=False)] = None,
     resize: Annotated[Resize | None, typer.Option(help="For --model: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size \\[default: crop; a run uses its own].", show_default=False)] = None,
-    eps: Annotated[list[float] | None, typer.Option(help="Budget in [0, 1] pixel scale, an L∞ or L2 radius as the attack's norm says (see --attack); 0.01 ≈ 2.55/255 in L∞; repeat for a sweep \\[default: 0.01].")] = None,
+    eps: Annotated[list[float] | None, typer.Option(metavar="EPS", parser=_eps, help="Budget in [0, 1] pixel scale or as k/255 (e.g. 4/255), an L∞ or L2 radius as the attack's norm says (see --attack); 0.01 ≈ 2.55/255 in L∞; repeat for a sweep \\[default: 0.01].")] = None,
     suite: Annotated[Path | None, typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
     attack_name: Annotated[AttackName, typer.Option("--attack", help=f"Attack (norm, source): {attack_help()}. Minimum-norm attacks report robust accuracy at every eps from per-image minimal norms.")] = AttackName.fgsm,
     steps: Annotated[int | None, typer.Option(help="Iterations (iterative and foolbox attacks) \\[default: the attack's, 10 for bim/pgd/mifgsm].")] = None,
@@ -460,7 +470,7 @@ def predict(
     run: Annotated[Path, typer.Option(help="Run folder or checkpoint .pt: its model, class names, image size and resize mode are used.")],
     top_k: Annotated[int | None, typer.Option(min=1, help="Classes listed per image \\[default: 15, or the number of classes if fewer].", show_default=False)] = None,
     attack_name: Annotated[AttackName | None, typer.Option("--attack", help="Also attack each photo (untargeted, with its clean top-1 as the label) and show the adversarial top-k and the rank change of the clean top-3.")] = None,
-    eps: Annotated[float, typer.Option(help="Budget of --attack in [0, 1] pixel scale, in the attack's norm.")] = 0.01,
+    eps: Annotated[float, typer.Option(metavar="EPS", parser=_eps, help="Budget of --attack in [0, 1] pixel scale or as k/255, in the attack's norm.")] = 0.01,
     param: Annotated[list[str] | None, typer.Option(help="Attack parameter KEY=VALUE (repeatable; see 'robustcars attacks').")] = None,
     cam: Annotated[bool, typer.Option("--cam", help="Save a figure per photo into --out: original, Grad-CAM, (adversarial, its Grad-CAM,) top-k bars.")] = False,
     prefilter: Annotated[bool, typer.Option("--prefilter", help="Skip photos that EfficientNet-Lite0's ImageNet head does not call a car (summed car-class probability below --threshold).")] = False,

@@ -317,8 +317,29 @@ def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_eps(text: str) -> float:
+    """A budget as a person writes it: a number in [0, 1] pixel scale (``0.01``) or grey levels ``k/255``
+    (``4/255`` = 0.0156863, the field's notation for L∞ budgets).
+
+    Raises:
+        ConfigError: anything else (the message names what was given).
+    """
+    value = str(text).strip()
+    num, slash, den = value.partition("/")
+    try:
+        if slash:
+            if den.strip() != "255":
+                raise ValueError
+            return float(num) / 255
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"eps must be a number in [0, 1] pixel scale or k/255 (e.g. 0.01, 4/255), got "
+                          f"{value!r}") from None
+
+
 def check_eps(eps: Sequence[Any]) -> list[float]:
-    """Validate a list of budgets in [0, 1] pixel scale (L∞ or L2, as the attack's norm says).
+    """Validate a list of budgets in [0, 1] pixel scale (L∞ or L2, as the attack's norm says); an entry may be
+    written ``"k/255"`` (:func:`parse_eps`).
 
     Raises:
         ConfigError: empty list, a non-number, or a value outside [0, 1] (the message names it).
@@ -329,6 +350,8 @@ def check_eps(eps: Sequence[Any]) -> list[float]:
         raise ConfigError("give at least one eps")
     out = []
     for e in eps:
+        if isinstance(e, str) and e.strip().endswith("/255"):
+            e = parse_eps(e)
         if not _is_number(e) or not 0.0 <= e <= 1.0:
             raise ConfigError(f"eps must be a number in [0, 1] (pixel scale), got {e!r}")
         out.append(float(e))
