@@ -35,8 +35,10 @@ def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackC
     unit = "L∞" if norm == "linf" else "L2"
     if min_norms:  # robust accuracy at every eps, from the per-image minimal norms
         curve = {f"{attack} (from minimal {unit} norms)": [tuple(p) for p in min_norms["curve"]]}
+        clean_acc = float(np.mean([r["clean_pred"] == r["label"] for r in records]))
         paths.append(robustness_curves(curve, folder / "min_norm_curve.png",
-                                       f"{attack}: robust accuracy vs {unit} eps, {len(records)} images"))
+                                       f"{attack}: robust accuracy vs {unit} eps, {len(records)} images",
+                                       {name: norm for name in curve}, {name: clean_acc for name in curve}))
     clean = np.array([r["clean_entropy"] for r in records])
     adv = {f"{attack} eps={e:g}": np.array([r["adv"][j]["entropy"] for r in records]) for j, e in enumerate(cfg.eps)}
     paths.append(entropy_histograms(clean, adv, math.log(len(class_names)), folder / "entropy_hist.png"))

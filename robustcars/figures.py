@@ -22,13 +22,25 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     return rio.write_bytes(path, buf.getvalue())
 
 
-def learning_curves(history: list[dict[str, float]], path: str | Path) -> Path:
-    """Loss and macro-F1 per epoch, train vs val; with adversarial training a third panel: validation clean vs
-    PGD robust accuracy (robust overfitting, Rice et al. 2020, shows there) and the held-batch guard."""
+def best_epoch(history: list[dict[str, float]]) -> int | None:
+    """The epoch the run kept as best: highest validation robust accuracy in adversarial runs, else highest
+    validation macro-F1 (the first such epoch, as training keeps it)."""
+    if not history:
+        return None
+    key = "val_robust_acc" if "val_robust_acc" in history[0] else "val_f1"
+    return int(max(history, key=lambda h: (h[key], -h["epoch"]))["epoch"])
+
+
+def learning_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
+    """Loss and macro-F1 per epoch, train vs val, best epoch marked; with adversarial training a third panel:
+    validation clean vs PGD robust accuracy (robust overfitting, Rice et al. 2020, shows there) and the
+    held-batch guard."""
+    from matplotlib.ticker import MaxNLocator
+
     robust = bool(history) and "val_robust_acc" in history[0]
     fig, axes = plt.subplots(1, 3 if robust else 2, figsize=(15 if robust else 10, 3.8))
     ep = [h["epoch"] for h in history]
-    for ax, key, label in ((axes[0], "loss", "training loss"), (axes[1], "f1", "macro-F1")):
+    for ax, key, label in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "f1", "macro-F1")):
         ax.plot(ep, [h[f"train_{key}"] for h in history], "o-", label="train")
         ax.plot(ep, [h[f"val_{key}"] for h in history], "s-", label="val")
         ax.set_ylabel(label)
@@ -39,28 +51,49 @@ def learning_curves(history: list[dict[str, float]], path: str | Path) -> Path:
         if "guard_robust_acc" in history[0]:
             ax.plot(ep, [h["guard_robust_acc"] for h in history], "x--", label="held-batch PGD accuracy (guard)")
         ax.set_ylabel("accuracy")
+    best = best_epoch(history)
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ep:
+            ax.set_xlim(min(ep) - 0.5, max(ep) + 0.5)
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle=":", linewidth=1.2, label=f"best epoch ({best})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Learning curves")
-    return _save(fig, path)
+    return fig
 
 
-def entropy_histograms(clean: np.ndarray, adversarial: dict[str, np.ndarray], max_entropy: float,
-                       path: str | Path) -> Path:
-    """Histogram of softmax entropy (nats), clean vs each adversarial setting."""
+def learning_curves(history: list[dict[str, float]], path: str | Path) -> Path:
+    """:func:`learning_curves_figure`, written to ``path`` (PNG)."""
+    return _save(learning_curves_figure(history), path)
+
+
+def entropy_figure(clean: np.ndarray, adversarial: dict[str, np.ndarray], max_entropy: float) -> plt.Figure:
+    """Histogram of softmax entropy (nats), clean vs each adversarial setting, with the maximum ln K marked."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.linspace(0, max_entropy, 40)
     ax.hist(clean, bins=bins, alpha=0.6, label=f"clean (mean {np.mean(clean):.2f})", color="tab:blue")
     colors = plt.cm.autumn(np.linspace(0, 0.8, max(1, len(adversarial))))
     for (name, h), c in zip(adversarial.items(), colors):
         ax.hist(h, bins=bins, histtype="step", linewidth=2, label=f"{name} (mean {np.mean(h):.2f})", color=c)
+    ax.axvline(max_entropy, color="black", linestyle="--", linewidth=1, label=f"maximum ln K = {max_entropy:.2f}")
+    ax.set_xlim(0, max_entropy * 1.03)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("softmax entropy (nats)")
     ax.set_ylabel("images")
     ax.set_title("Prediction uncertainty, clean vs adversarial")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return fig
+
+
+def entropy_histograms(clean: np.ndarray, adversarial: dict[str, np.ndarray], max_entropy: float,
+                       path: str | Path) -> Path:
+    """:func:`entropy_figure`, written to ``path`` (PNG)."""
+    return _save(entropy_figure(clean, adversarial, max_entropy), path)
 
 
 def _short(name: str, n: int = 26) -> str:
@@ -105,21 +138,43 @@ def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: 
     return _save(fig, path)
 
 
-def robustness_curves(curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str) -> Path:
-    """Robust accuracy against eps (log x axis), one line per attack (or model · attack)."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for name, pts in curves.items():
-        pts = sorted(p for p in pts if p[0] > 0)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("eps (pixel scale; L∞ or L2 per attack)")
-    ax.set_ylabel("robust accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+def robustness_figure(curves: dict[str, list[tuple[float, float]]], title: str,
+                      norms: dict[str, str] | None = None, clean: dict[str, float] | None = None) -> plt.Figure:
+    """Robust accuracy against eps (log x axis), one line per attack (or model · attack), one panel per norm
+    (``norms``: curve name -> ``linf``/``l2``; an L∞ and an L2 budget never share an axis); ``clean``: clean
+    accuracy per curve name, drawn as a dotted level line (eps 0 lies off a log axis)."""
+    norms = norms or {}
+    groups: dict[str, list[str]] = {}
+    for name in curves:
+        groups.setdefault(norms.get(name, ""), []).append(name)
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 4.2), squeeze=False)
+    drawn: set[float] = set()
+    for ax, (norm, names) in zip(axes[0], groups.items()):
+        for name in names:
+            pts = sorted(p for p in curves[name] if p[0] > 0)
+            if pts:
+                line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+                c = (clean or {}).get(name)
+                if c is not None and (c, norm) not in drawn:
+                    drawn.add((c, norm))
+                    whose = f" ({name.split(' · ')[0]})" if " · " in name else ""
+                    ax.axhline(c, color=line.get_color(), linestyle=":", linewidth=1.2,
+                               label=f"clean accuracy {c:.3f}{whose}")
+        ax.set_xscale("log")
+        unit = {"linf": "L∞", "l2": "L2"}.get(norm)
+        ax.set_xlabel(f"eps, {unit} budget in [0, 1] pixel scale" if unit else "eps (pixel scale)")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        ax.set_title(f"{title} — {unit}" if unit and len(groups) > 1 else title, fontsize=10)
+    return fig
+
+
+def robustness_curves(curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str,
+                      norms: dict[str, str] | None = None, clean: dict[str, float] | None = None) -> Path:
+    """:func:`robustness_figure`, written to ``path`` (PNG)."""
+    return _save(robustness_figure(curves, title, norms, clean), path)
 
 
 def rank_histogram(ranks: dict[str, list[int]], path: str | Path, title: str) -> Path:

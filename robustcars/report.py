@@ -305,8 +305,14 @@ def _write_report(models: list[ModelResults], out: Path, *, title: str, command:
         report["models"].append(entry)
     if len(report["models"]) > 1:
         overlay = {f"{name} · {label}": pts for name, mc in curves.items() for label, pts in mc.items()}
+        norms: dict[str, str] = {}
+        clean: dict[str, float] = {}
+        for entry in report["models"]:
+            n, c = _curve_keys(entry["attacks"], f"{entry['name']} · ")
+            norms.update(n)
+            clean.update(c)
         report["comparison_figure"] = _rel(F.robustness_curves(overlay, out / "figures" / "comparison_robustness.png",
-                                                               "Robust accuracy vs eps, all models"), out)
+                                                               "Robust accuracy vs eps, all models", norms, clean), out)
     report["comparison"] = comparison_rows(report["models"])
     report["transfer"] = transfer_matrix(report["models"])
     if report["transfer"]:
@@ -379,8 +385,10 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str, name: str
         model_curves[label] = [(r["eps"], r["accuracy"]) for r in att["rows"][1:]]
         entry["attacks"].append(att)
     if model_curves:
+        norms, clean = _curve_keys(entry["attacks"])
         entry["figures"]["robustness_curves"] = _rel(F.robustness_curves(
-            model_curves, figdir / f"{slug}_robustness.png", f"{entry['name']}: robust accuracy vs eps"), out)
+            model_curves, figdir / f"{slug}_robustness.png", f"{entry['name']}: robust accuracy vs eps", norms,
+            clean), out)
     # the attack over the most images carries the clean predictions used for the confusion matrix
     biggest = max(m.attacks, key=lambda a: a.images, default=None)
     if biggest is not None and class_names:
@@ -388,6 +396,12 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str, name: str
         entry["figures"]["confusion"] = _rel(F.confusion_heatmap(cm, figdir / f"{slug}_confusion.png",
                                                                  f"{entry['name']}: clean confusion matrix"), out)
     return entry, model_curves
+
+
+def _curve_keys(attacks: list[dict[str, Any]], prefix: str = "") -> tuple[dict[str, str], dict[str, float]]:
+    """Per robustness curve (``prefix`` + attack label): its norm and the clean accuracy of its images."""
+    return ({prefix + a["label"]: a["norm"] for a in attacks},
+            {prefix + a["label"]: a["rows"][0]["accuracy"] for a in attacks})
 
 
 def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str] | None, out: Path, panels: str

@@ -1,0 +1,74 @@
+"""The figures as a reader checks them: axis labels, tick values, panels per norm (matplotlib objects, not pixels)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from robustcars.figures import best_epoch, entropy_figure, learning_curves_figure, robustness_figure
+
+
+def history(n: int, robust: bool = False) -> list[dict[str, float]]:
+    f1 = [0.2, 0.5, 0.45, 0.6, 0.55][:n]
+    rows = [{"epoch": i + 1, "train_loss": 3 - i * 0.3, "val_loss": 3.2 - i * 0.2, "train_f1": 0.1 + i * 0.1,
+             "val_f1": f1[i]} for i in range(n)]
+    if robust:
+        for i, r in enumerate(rows):
+            r.update(val_acc=0.5, val_robust_acc=[0.1, 0.3, 0.2, 0.25, 0.1][i])
+    return rows
+
+
+def lines_at_x(ax) -> list[float]:
+    return [line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1 and
+            line.get_linestyle() == ":"]
+
+
+def test_learning_curves_label_the_loss_tick_whole_epochs_and_mark_the_best():
+    fig = learning_curves_figure(history(5))
+    loss, f1 = fig.axes
+    assert loss.get_ylabel() == "cross-entropy loss" and f1.get_ylabel() == "macro-F1"
+    assert {t.get_text() for t in loss.get_legend().get_texts()} >= {"train", "val", "best epoch (4)"}
+    for ax in fig.axes:
+        fig.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+        assert lines_at_x(ax) == [4]
+    plt.close(fig)
+
+
+def test_one_epoch_still_draws_its_points_and_adversarial_runs_mark_the_robust_best():
+    fig = learning_curves_figure(history(1))
+    assert all(len(ax.get_lines()[0].get_xdata()) == 1 for ax in fig.axes)
+    assert fig.axes[0].get_xlim() == (0.5, 1.5)
+    plt.close(fig)
+    assert best_epoch(history(5, robust=True)) == 2  # robust accuracy decides, not macro-F1 (epoch 4)
+    fig = learning_curves_figure(history(5, robust=True))
+    assert len(fig.axes) == 3 and lines_at_x(fig.axes[2]) == [2]
+    plt.close(fig)
+
+
+def test_entropy_histogram_marks_ln_k_and_counts_whole_images():
+    k = 196
+    rng = np.random.default_rng(0)
+    fig = entropy_figure(rng.uniform(0, 5, 7), {"fgsm eps=0.01": rng.uniform(0, 5, 7)}, math.log(k))
+    (ax,) = fig.axes
+    assert any(abs(line.get_xdata()[0] - math.log(k)) < 1e-12 for line in ax.get_lines())
+    assert any("ln K = 5.28" in t.get_text() for t in ax.get_legend().get_texts())
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in ax.get_yticks())
+    plt.close(fig)
+
+
+def test_linf_and_l2_budgets_never_share_an_axis_and_clean_accuracy_is_drawn():
+    curves = {"pgd": [(0.001, 0.5), (0.01, 0.1)], "fgsm": [(0.001, 0.6), (0.01, 0.2)],
+              "pgd_l2": [(0.1, 0.5), (1.0, 0.0)]}
+    fig = robustness_figure(curves, "t", {"pgd": "linf", "fgsm": "linf", "pgd_l2": "l2"},
+                            {"pgd": 0.7, "fgsm": 0.7, "pgd_l2": 0.7})
+    linf, l2 = fig.axes
+    assert "L∞" in linf.get_xlabel() and "L2" in l2.get_xlabel()
+    assert {t.get_text() for t in linf.get_legend().get_texts()} == {"pgd", "fgsm", "clean accuracy 0.700"}
+    assert {t.get_text() for t in l2.get_legend().get_texts()} == {"pgd_l2", "clean accuracy 0.700"}
+    assert [list(line.get_ydata()) for line in linf.get_lines() if line.get_linestyle() == ":"] == [[0.7, 0.7]]
+    plt.close(fig)
