@@ -49,7 +49,7 @@ def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackC
         for j, e in enumerate(cfg.eps):
             paths.append(attack_panel([_panel_row(ex, j, j) for ex in examples], class_names,
                                       f"{attack.upper()} eps = {e:g} ({unit}, pixel scale)",
-                                      folder / f"panel_{attack}_eps{e:g}.png"))
+                                      folder / f"panel_{attack}_eps{e:g}.png", norm))
     e_max = cfg.eps[-1]
     if examples and cam is not None:
         paths.append(_cam_panel(examples, cam, class_names, f"{attack.upper()} eps = {e_max:g}: where the model "
@@ -60,7 +60,8 @@ def attack_figures(records: list[dict[str, Any]], kept: KeptImages, cfg: AttackC
         rows = [_panel_row(kept.extremes[i], j, 0) for i in most + least]
         title = (f"{attack.upper()} eps = {cfg.eps[j]:g}: the {len(most)} most affected (top rows) and "
                  f"{len(least)} least affected images")
-        paths.append(attack_panel(rows, class_names, title, folder / f"panel_{attack}_extremes_eps{cfg.eps[j]:g}.png"))
+        paths.append(attack_panel(rows, class_names, title, folder / f"panel_{attack}_extremes_eps{cfg.eps[j]:g}.png",
+                                  norm))
         if cam is not None:
             paths.append(_cam_panel([kept.extremes[i] for i in most + least], cam, class_names,
                                     f"{attack.upper()} eps = {e_max:g}: where the model looks — the {len(most)} most "

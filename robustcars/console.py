@@ -89,10 +89,12 @@ class _Bar:
 
 
 def fmt(x: Any, digits: int = 4) -> str:
+    """A number as a table cell: ``–`` for a value that is not defined (None, NaN — e.g. a success rate when no
+    image was classified correctly), else ``digits`` decimals."""
     if x is None:
         return "–"
     if isinstance(x, float):
-        return "nan" if x != x else f"{x:.{digits}f}"
+        return "–" if x != x else f"{x:.{digits}f}"
     return str(x)
 
 

@@ -100,7 +100,18 @@ def _short(name: str, n: int = 26) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: str, path: str | Path) -> Path:
+def perturbation_caption(delta: np.ndarray, norm: str) -> str:
+    """How a panel names a perturbation ``delta`` (any shape): its magnification and its norm in the attack's
+    own norm (``linf``/``l2``), or "no perturbation" when it is all zeros."""
+    peak = float(np.abs(delta).max())
+    if peak == 0:
+        return "no perturbation"
+    size = f"L∞ = {peak:.4f}" if norm == "linf" else f"L2 = {float(np.linalg.norm(delta)):.4f}"
+    return f"perturbation (×{0.5 / peak:.0f})\n{size}"
+
+
+def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: str, path: str | Path,
+                 norm: str = "linf") -> Path:
     """One row per image: original, perturbation (magnified), adversarial, top-3 bars clean and
     adversarial, and the adversarial ranks of the clean top-3 classes.
 
@@ -117,7 +128,7 @@ def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: 
         row[0].imshow(img)
         row[0].set_title(f"original\ntrue: {_short(class_names[ex['label']])}", fontsize=8)
         row[1].imshow(np.clip(delta / (2 * scale) + 0.5, 0, 1))
-        row[1].set_title(f"perturbation (x{0.5 / scale:.0f})\nL∞ = {scale:.4f}", fontsize=8)
+        row[1].set_title(perturbation_caption(delta, norm), fontsize=8)
         row[2].imshow(np.clip(adv, 0, 1))
         row[2].set_title("adversarial", fontsize=8)
         for ax in row[:3]:

@@ -72,3 +72,14 @@ def test_linf_and_l2_budgets_never_share_an_axis_and_clean_accuracy_is_drawn():
     assert {t.get_text() for t in l2.get_legend().get_texts()} == {"pgd_l2", "clean accuracy 0.700"}
     assert [list(line.get_ydata()) for line in linf.get_lines() if line.get_linestyle() == ":"] == [[0.7, 0.7]]
     plt.close(fig)
+
+
+
+def test_a_perturbation_is_captioned_in_its_attacks_norm_and_zero_says_so():
+    from robustcars.figures import perturbation_caption
+
+    delta = np.zeros((3, 4, 4))
+    assert perturbation_caption(delta, "linf") == "no perturbation"
+    delta[0, 0, 0], delta[1, 1, 1] = 0.003, -0.004
+    assert perturbation_caption(delta, "linf") == "perturbation (×125)\nL∞ = 0.0040"
+    assert perturbation_caption(delta, "l2") == "perturbation (×125)\nL2 = 0.0050"

@@ -183,7 +183,8 @@ def attack_upload(models: Models, run: Path, data: bytes, name: str, *, attack: 
     return {
         "run": run.name, "attack": attack, "eps": eps, "norm": atk.norm, "params": params,
         "image": png_data_url(x[0].numpy()), "adversarial": png_data_url(x_adv[0].numpy()),
-        "perturbation": png_data_url(delta / (2 * scale) + 0.5), "magnification": round(0.5 / scale, 1),
+        "perturbation": png_data_url(delta / (2 * scale) + 0.5),
+        "magnification": round(0.5 / scale, 1) if np.abs(delta).max() > 0 else None,  # None: no perturbation
         "linf": round(float(np.abs(delta).max()), 7), "l2": round(float(np.linalg.norm(delta)), 6),
         "clean": {"top_k": _topk(clean), "entropy_nats": round(clean.entropy, 6)},
         "adversarial_prediction": {"top_k": _topk(adv), "entropy_nats": round(adv.entropy, 6)},

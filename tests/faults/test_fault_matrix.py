@@ -162,7 +162,7 @@ def test_two_writers_into_one_folder(world, tmp_path):
     """The second process is refused with the holder's PID while the first is still writing; the first then
     finishes intact (no duplicate record)."""
     out = tmp_path / "two"
-    long = [*ATTACK, "--attack", "pgd", "--steps", "2000", "--max-images", "2", "--run", world["run"], "--out", out]
+    long = [*ATTACK, "--attack", "pgd", "--steps", "500", "--max-images", "2", "--run", world["run"], "--out", out]
     first = robustcars(*long)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "attack_state.json").is_file():

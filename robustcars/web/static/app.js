@@ -88,7 +88,8 @@ function inferencePage() {
       $("attackresult").hidden = false;
       $("a_orig").src = r.image; $("a_pert").src = r.perturbation; $("a_adv").src = r.adversarial;
       $("a_cam").src = r.cam; $("a_advcam").src = r.adversarial_cam;
-      $("a_pertcap").textContent = `perturbation ×${r.magnification} (L∞ ${r.linf.toFixed(4)})`;
+      $("a_pertcap").textContent = r.magnification == null ? "no perturbation (the attack returned the photo)"
+        : `perturbation ×${r.magnification} (${r.norm === "l2" ? "L2 " + r.l2.toFixed(4) : "L∞ " + r.linf.toFixed(4)})`;
       $("a_advcap").textContent = `adversarial: ${r.adversarial_prediction.top_k[0].name}`;
       const s = r.attention_shift;
       $("a_shift").textContent = s.pearson == null ? "Grad-CAM adversarial" : `Grad-CAM adversarial (r = ${s.pearson.toFixed(2)})`;
