@@ -278,6 +278,18 @@ for _norm, _suffix, _unit in (("linf", "", "L∞"), ("l2", "_l2", "L2")):
         "robustcars.attacks.cascade:build"))
 
 
+# The budgets a person picks from (the web app's slider), per norm, all in [0, 1] like every eps: L∞ in grey
+# levels k/255; L2 on its own scale (at 160 px an L2 radius of 1 spreads 1/255 over 65 % of the pixels:
+# sqrt(0.65 · 3 · 160²) / 255 ≈ 1).
+EPS_GRID = {"linf": tuple(k / 255 for k in (0, 0.25, 0.5, 1, 2, 4, 8, 16)),
+            "l2": (0.0, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)}
+
+
+def attack_norms() -> dict[str, str]:
+    """Attack name -> the norm its eps is a budget of (``linf`` / ``l2``)."""
+    return {name: spec.norm for name, spec in sorted(ATTACKS.items())}
+
+
 def attack_names() -> list[str]:
     return sorted(ATTACKS)
 

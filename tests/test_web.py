@@ -346,9 +346,16 @@ def test_browser_inference_page_bars_and_live_attack(server, page, tmp_path):
     pg.wait_for_function("document.querySelector('#attackstate').textContent === 'fgsm at eps 0 (linf)'")
     at_zero = pg.inner_text("#a_advbars")
     assert at_zero == pg.inner_text("#a_cleanbars")  # eps 0 changes nothing
+    assert pg.inner_text("#a_pertcap") == "no perturbation (the attack returned the photo)"
     pg.eval_on_selector("#eps", "e => { e.value = 7; e.dispatchEvent(new Event('change')); }")
-    pg.wait_for_function("document.querySelector('#attackstate').textContent === 'fgsm at eps 0.03 (linf)'")
+    pg.wait_for_function(f"document.querySelector('#attackstate').textContent === 'fgsm at eps {16 / 255!r} (linf)'")
+    assert pg.inner_text("#epsval") == "16/255 = 0.06275 (L∞)"
     assert pg.inner_text("#a_advbars") != at_zero  # the adversarial prediction moved
+    assert pg.inner_text("#a_pertcap").endswith("(L∞ 0.0627)")
+    pg.select_option("#attack", "pgd_l2")  # an L2 attack: the slider's budgets and the caption follow its norm
+    pg.wait_for_function("document.querySelector('#attackstate').textContent === 'pgd_l2 at eps 1 (l2)'")
+    assert pg.inner_text("#epsval") == "1 (L2)"
+    assert " (L2 " in pg.inner_text("#a_pertcap")
     pg.screenshot(path=str(ARTIFACTS / "inference.png"), full_page=True)
     assert not problems, problems
 

@@ -40,7 +40,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from ..errors import CheckpointError, ConfigError, DataError, RobustcarsError
-from ..registry import ARCHITECTURES, attack_names, check_eps, validate_params
+from ..registry import ARCHITECTURES, EPS_GRID, attack_names, attack_norms, check_eps, validate_params
 from .jobs import Busy, JobManager, UnknownJob
 from .paths import OutsideRoot, check_name, inside
 
@@ -214,6 +214,8 @@ def _pages(app: FastAPI, settings: ServeSettings, templates: Jinja2Templates) ->
     def page(template: str):
         async def handler(request: Request) -> HTMLResponse:
             return templates.TemplateResponse(request, template, {"attacks": attack_names(),
+                                                                   "attack_norms": attack_norms(),
+                                                                   "eps_grid": EPS_GRID,
                                                                    "archs": list(ARCHITECTURES)})
         return handler
 

@@ -3,7 +3,6 @@
 const params = new URLSearchParams(location.search);
 if (params.get("token")) sessionStorage.setItem("robustcars-token", params.get("token"));
 const TOKEN = sessionStorage.getItem("robustcars-token") || "";
-const EPS = [0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.03];
 const $ = (id) => document.getElementById(id);
 
 function showError(msg) { const e = $("error"); e.textContent = msg; e.hidden = !msg; }
@@ -45,7 +44,16 @@ async function fillRuns(select) {
 
 function inferencePage() {
   let file = null, attackSeq = 0;
-  const epsOut = () => { $("epsval").textContent = EPS[+$("eps").value]; };
+  // the slider's budgets follow the chosen attack's norm (robustcars.registry.EPS_GRID): L∞ in k/255, L2 its own
+  const NORMS = JSON.parse($("eps").dataset.norms), GRID = JSON.parse($("eps").dataset.grid);
+  const normOf = () => NORMS[$("attack").value] || "linf";
+  const epsNow = () => GRID[normOf()][+$("eps").value];
+  const epsText = (e, norm) => norm === "linf"
+    ? (e === 0 ? "0 (L∞)" : `${+(e * 255).toFixed(2)}/255 = ${+e.toFixed(5)} (L∞)`) : `${e} (L2)`;
+  const epsOut = () => {
+    $("eps").max = GRID[normOf()].length - 1;
+    $("epsval").textContent = epsText(epsNow(), normOf());
+  };
   epsOut();
   fillRuns($("run")).catch((e) => showError(e.message));
 
@@ -73,7 +81,7 @@ function inferencePage() {
 
   async function attackNow() {
     if (!file) return;
-    const seq = ++attackSeq, eps = EPS[+$("eps").value];
+    const seq = ++attackSeq, eps = epsNow();
     epsOut();
     $("attackstate").textContent = `attacking at eps ${eps}…`;
     const form = new FormData();
@@ -117,7 +125,7 @@ function inferencePage() {
   for (const id of ["run", "cam", "prefilter"]) $(id).addEventListener("change", predictNow);
   $("eps").addEventListener("input", epsOut);
   $("eps").addEventListener("change", attackNow);
-  $("attack").addEventListener("change", attackNow);
+  $("attack").addEventListener("change", () => { epsOut(); attackNow(); });
 }
 
 function curves(svg, history) {
