@@ -446,6 +446,15 @@ def transfer(
         console.print(f"[bold green]done[/] — {result['run']['checkpoint']}: {Path(result['config']['out'])}/attack.json")
 
 
+def _default_text(p) -> str:
+    """`` [default]`` of an attack parameter as ``robustcars attacks`` shows it: nothing when its help says it."""
+    if p.required:
+        return " \\[required]"
+    if p.default is None:
+        return "" if "[default" in p.help else " \\[not set]"
+    return f" \\[{p.default}]"
+
+
 @app.command("attacks")
 def list_attacks() -> None:
     """List every attack with its norm, kind, parameters (allowed values) and defaults."""
@@ -458,8 +467,7 @@ def list_attacks() -> None:
     for col in ("attack", "norm", "kind", "source", "parameters: allowed values \\[default] — meaning"):
         t.add_column(col)
     for spec in ATTACKS.values():
-        params = "\n".join(f"{p.name}: {p.describe} \\[{'required' if p.required else p.default}] — {p.help}"
-                           for p in spec.params) or "–"
+        params = "\n".join(f"{p.name}: {p.describe}{_default_text(p)} — {p.help}" for p in spec.params) or "–"
         t.add_row(spec.name, NORMS[spec.norm], spec.kind, f"{spec.source}: {spec.summary}", params)
     console.print(t)
 
@@ -585,7 +593,7 @@ def serve(
     reports: Annotated[Path, typer.Option(help="Folder of report folders (robustcars report --out REPORTS/NAME), served under /reports/.")] = Path("reports"),
     host: Annotated[str, typer.Option(help="Address to bind; anything but 127.0.0.1/localhost/::1 requires --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    token: Annotated[str | None, typer.Option(envvar="ROBUSTCARS_TOKEN", help="Secret every API call must carry (header X-Robustcars-Token, ?token= or the cookie set by opening a page with ?token=) \\[env var: ROBUSTCARS_TOKEN].", show_default=False)] = None,
+    token: Annotated[str | None, typer.Option(envvar="ROBUSTCARS_TOKEN", help="Secret every API call must carry (header X-Robustcars-Token, ?token= or the cookie set by opening a page with ?token=).", show_default=False)] = None,
     max_upload_mb: Annotated[int, typer.Option(min=1, max=1024, help="Largest accepted upload, in MB.")] = 20,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image, in pixels (decompression-bomb guard).")] = 40_000_000,
     jobs: Annotated[int, typer.Option(min=1, max=8, help="Training jobs allowed at once.")] = 1,
@@ -646,7 +654,7 @@ def bench(
     peers: Annotated[bool, typer.Option(help="Also time foolbox (and torchattacks, if installed) with identical settings.")] = True,
     train_step: Annotated[bool, typer.Option("--train/--no-train", help="Also time a training step on in-memory tensors.")] = True,
     channels_last: Annotated[bool, typer.Option(help="Run the models in channels_last memory format.")] = False,
-    device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.cpu,
+    device: Annotated[Device, typer.Option(help="cpu, cuda, or auto = CUDA when available, else CPU (times the CPU unless asked).")] = Device.cpu,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
     data: Annotated[Path | None, typer.Option(help="Also time a real training epoch (decode + augment + step) on this dataset's train split.")] = None,
     epoch_images: Annotated[int, typer.Option(min=1, help="Images in that epoch.")] = 256,
