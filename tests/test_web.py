@@ -321,6 +321,7 @@ def page(server):
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         pg = browser.new_page(viewport={"width": 1300, "height": 1000})
+        pg.set_default_timeout(120_000)  # waits for real attacks and training on a machine that may be busy
         problems: list[str] = []
         pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         # the page closes its event stream itself once the job has ended: that abort is no failure
