@@ -600,6 +600,8 @@ def serve(
     attack_seconds: Annotated[float, typer.Option(min=0.1, max=3600, help="Longest computation of one attack request, in seconds; past it the attack is stopped (HTTP 503) and the model freed for the next request.")] = 60.0,
 ) -> None:
     """Serve the web app: inference and live attacks on uploaded photos, training jobs, runs and reports."""
+    if data is not None and not data.is_dir():  # checked before the app creates --runs and --reports
+        raise ConfigError(f"--data {data} is not a folder (the data root training forms choose from)")
     data = data or Path(default_data())
     from .web.app import ServeSettings
 
