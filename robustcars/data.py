@@ -243,6 +243,9 @@ def build_transform(img_size: int, *, train: bool, resize: str = "crop") -> T.Co
     Train: random resized crop (scale 0.35-1), horizontal flip, colour jitter (0.2).
     Eval: ``resize="crop"`` resizes the shorter side to ``img_size`` then center-crops;
     ``resize="squash"`` resizes to ``img_size x img_size`` ignoring the aspect ratio (keeps the whole car).
+    Resizing happens on the 8-bit PIL image, so every eval pixel is exactly k/255: the clean inputs lie on the
+    8-bit grid, and a perturbation below half a grey level (eps < 0.5/255 ≈ 0.00196) rounds back to the clean
+    image when the adversarial example is saved as an 8-bit image (see the attacks' 8-bit accuracy).
     """
     if resize not in RESIZE_MODES:
         raise DataError(f"unknown resize mode {resize!r}; choose one of: {', '.join(RESIZE_MODES)}")

@@ -93,3 +93,16 @@ def test_a_model_with_fewer_than_three_classes_is_refused_before_writing(tmp_pat
         robustcars.evaluate(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), two, out=tmp_path / "out",
                             class_names=["a", "b"])
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_images_lie_on_the_8bit_grid(tmp_path):
+    """What makes sub-half-grey-level perturbations vanish in 8-bit: the eval transform resizes 8-bit images."""
+    import numpy as np
+    from PIL import Image
+
+    from robustcars.data import build_transform
+
+    arr = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for resize in ("squash", "crop"):
+        x = build_transform(24, train=False, resize=resize)(Image.fromarray(arr))
+        assert x.shape == (3, 24, 24) and torch.equal(to_8bit_grid(x), x)
