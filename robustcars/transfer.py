@@ -72,7 +72,7 @@ def run_transfer(saved_dir: str | Path, runs: list[str | Path], outs: list[str |
     saved = load_saved(saved_dir)
     targets = []
     for run, out in zip(runs, outs):
-        target = from_run(str(run))
+        target = from_run(str(Path(run).resolve()))  # recorded resolved: the reproduce line works from anywhere
         _check_target(target, saved, source.meta, str(run))
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file; choose a folder")

@@ -84,3 +84,13 @@ def test_the_report_draws_the_transfer_matrix(source, tmp_path):
                                                           [r["accuracy"] for r in other["rows"][1:]]]
     assert (tmp_path / "report" / report["transfer_figure"]).is_file()
     assert "Transfer: examples made on one model" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_relative_target_is_recorded_resolved(source, tmp_path, monkeypatch):
+    root, _, run = source
+    monkeypatch.chdir(root)
+    r = invoke_cli("transfer", "pgd", "--run", "other", "--out", tmp_path / "rel")
+    assert r.exit_code == 0, r.output
+    meta = load_attack(tmp_path / "rel").meta
+    assert meta["run"]["checkpoint"] == str((root / "other" / "best.pt").resolve())
+    assert f"--run {(root / 'other' / 'best.pt').resolve()}" in meta["reproduce"]
