@@ -264,20 +264,23 @@ def cam_panel(rows: list[dict[str, Any]], title: str, path: str | Path) -> Path:
 
 
 def transfer_heatmap(matrices: list[dict[str, Any]], path: str | Path) -> Path:
-    """One heatmap per set of saved examples: robust accuracy of each model scoring them (rows) per eps
-    (columns); the first row is the source model itself (white-box)."""
-    fig, axes = plt.subplots(len(matrices), 1, figsize=(8, 1.2 + 0.55 * max(len(t["rows"]) for t in matrices)
-                                                      * len(matrices)), squeeze=False)
+    """One heatmap per set of saved examples: accuracy of each model scoring them (rows; the first is the source
+    model itself, white-box) on the clean images and at each eps of the source attack (columns)."""
+    import textwrap
+
+    height = sum(0.8 + 0.6 * len(t["rows"]) for t in matrices)
+    fig, axes = plt.subplots(len(matrices), 1, figsize=(9, 0.8 + height), squeeze=False)
     for ax, t in zip(axes[:, 0], matrices):
-        acc = np.array([r["accuracy"] for r in t["rows"]], dtype=float)
+        acc = np.array([[r["clean"], *r["accuracy"]] for r in t["rows"]], dtype=float)
         im = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(t["eps"])), [f"{e:g}" for e in t["eps"]])
-        ax.set_yticks(range(len(t["rows"])), [_short(r["target"], 48) for r in t["rows"]], fontsize=8)
+        ax.set_xticks(range(acc.shape[1]), ["clean", *[f"eps {e:g}" for e in t["eps"]]])
+        ax.set_yticks(range(len(t["rows"])), [textwrap.fill(r["target"], 44) for r in t["rows"]], fontsize=7)
+        ax.axvline(0.5, color="white", linewidth=2)
         for i in range(acc.shape[0]):
             for j in range(acc.shape[1]):
                 ax.text(j, i, f"{acc[i, j]:.3f}", ha="center", va="center", color="w" if acc[i, j] < 0.6 else "k",
                         fontsize=8)
-        ax.set_xlabel("eps (the source attack's budgets)")
-        ax.set_title(f"examples of {_short(t['source'], 70)}", fontsize=9)
-        fig.colorbar(im, ax=ax, label="robust accuracy")
+        ax.set_xlabel("the source attack's budgets (its norm, [0, 1] pixel scale)")
+        ax.set_title(textwrap.fill(f"examples of {t['source']}, scored by each model", 90), fontsize=9)
+        fig.colorbar(im, ax=ax, label="accuracy")
     return _save(fig, path)
