@@ -477,7 +477,8 @@ def transfer_matrix(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
         own = next(a for m in models for a in m["attacks"] if a.get("saved_examples") == folder and "transfer" not in a)
         eps = [r["eps"] for r in own["rows"][1:]]
         rows = [{"target": s["source"].split(" · ")[0] + " (source, white-box)", "clean": own["rows"][0]["accuracy"],
-                 "accuracy": [r["accuracy"] for r in own["rows"][1:]]}]
+                 "accuracy": [r["accuracy"] for r in own["rows"][1:]],
+                 "success_rate": [r["success_rate"] for r in own["rows"][1:]]}]
         for name, a in s["targets"].items():
             rows.append({"target": name, "clean": a["rows"][0]["accuracy"],
                          "accuracy": [r["accuracy"] for r in a["rows"][1:]],
@@ -638,8 +639,11 @@ def _sections(report: dict[str, Any]):
         yield "h2", "Transfer: examples made on one model, scored on others (robust accuracy)"
         for t in report["transfer"]:
             yield "h3", f"Examples of {t['source']}"
-            yield "table", (["scored on", "clean", *[f"eps {e:g}" for e in t["eps"]]],
-                            [[r["target"], _f(r["clean"]), *[_f(v) for v in r["accuracy"]]] for r in t["rows"]])
+            yield "p", "Each cell: robust accuracy (attack success rate on the target's clean-correct images)."
+            yield "table", (["scored on", "clean accuracy", *[f"eps {e:g}" for e in t["eps"]]],
+                            [[r["target"], _f(r["clean"]),
+                              *[f"{_f(v)} ({_f(sr)})" for v, sr in zip(r["accuracy"], r["success_rate"])]]
+                             for r in t["rows"]])
         if report.get("transfer_figure"):
             yield "img", report["transfer_figure"]
     if report.get("defence_comparison"):
