@@ -432,7 +432,7 @@ def transfer(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
 ) -> None:
     """Score saved adversarial examples on other models (black-box transfer): one attack folder per target."""
-    from .console import attack_table, console
+    from .console import attack_table, console, progress_bar
     from .runtime import set_threads
     from .transfer import run_transfer
 
@@ -440,7 +440,7 @@ def transfer(
         raise ConfigError(f"give one --out per --run ({len(run)}), or none, got {len(out)}")
     set_threads(threads)
     results = run_transfer(saved, list(run), list(out) if out else None, batch_size=batch_size, device=device.value,
-                           command=_typed())
+                           command=_typed(), progress=progress_bar)
     for result in results:
         console.print(attack_table(result))
         console.print(f"[bold green]done[/] — {result['run']['checkpoint']}: {Path(result['config']['out'])}/attack.json")

@@ -88,6 +88,11 @@ class _Bar:
             self.bar = None
 
 
+def progress_bar(description: str, total: int, done: int = 0) -> _Bar:
+    """Progress of a long step: a rich bar on a terminal, plain lines in a log; ``advance(n)`` and ``stop()``."""
+    return _Bar(description, total, done)
+
+
 def fmt(x: Any, digits: int = 4) -> str:
     """A number as a table cell: ``–`` for a value that is not defined (None, NaN — e.g. a success rate when no
     image was classified correctly), else ``digits`` decimals."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,13 @@ def _check_target(target: ModelSource, saved: SavedExamples, source_meta: dict[s
 
 
 def run_transfer(saved_dir: str | Path, runs: list[str | Path], outs: list[str | Path] | None = None, *,
-                 batch_size: int = 64, device: str = "auto", command: str = "") -> list[dict[str, Any]]:
+                 batch_size: int = 64, device: str = "auto", command: str = "",
+                 progress: Callable[[str, int], Any] | None = None) -> list[dict[str, Any]]:
     """Score the examples saved in ``saved_dir`` on each robustcars run of ``runs``; one attack folder each.
 
     Every target is checked (readable, same classes, same input size, finite logits, a free output folder)
-    before the first is scored. ``outs`` default: :func:`default_out`.
+    before the first is scored. ``outs`` default: :func:`default_out`. ``progress(description, total)``, when
+    given, returns an object with ``advance(images)`` and ``stop()`` (e.g. :func:`robustcars.console.progress_bar`).
 
     Returns each target's ``attack.json`` content (``transfer``: source folder, model, attack and its rows).
 
@@ -85,8 +88,14 @@ def run_transfer(saved_dir: str | Path, runs: list[str | Path], outs: list[str |
     results = []
     for target, model, out in targets:
         with output_lock(out):
-            results.append(_score_and_write(saved, source.meta, target, model, out, batch_size,
-                                            (str(saved_dir), command)))
+            bar = progress(f"scoring on {target.arch} ({Path(target.info['checkpoint']).parent.name})",
+                           len(saved.index)) if progress else None
+            try:
+                results.append(_score_and_write(saved, source.meta, target, model, out, batch_size,
+                                                (str(saved_dir), command), bar.advance if bar else None))
+            finally:
+                if bar:
+                    bar.stop()
     return results
 
 
@@ -95,7 +104,8 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def _score_and_write(saved: SavedExamples, source_meta: dict[str, Any], target: ModelSource, model, out: Path,
-                     batch_size: int, origin: tuple[str, str]) -> dict[str, Any]:
+                     batch_size: int, origin: tuple[str, str], advance: Callable[[int], Any] | None = None
+                     ) -> dict[str, Any]:
     from .runner import batch_records, score_examples
 
     dev = _device(model)
@@ -106,6 +116,8 @@ def _score_and_write(saved: SavedExamples, source_meta: dict[str, Any], target: 
         x, y = saved.clean[sl].to(dev), saved.label[sl].to(dev)
         scored = score_examples(model, x, y, [a[sl].to(dev) for a in saved.adv])
         records += batch_records(scored, saved.index[sl].tolist(), saved.paths[sl], saved.eps)
+        if advance:
+            advance(len(y))
     seconds = time.perf_counter() - t0
     cfg = AttackConfig(**{**source_meta["config"], "run": target.info["checkpoint"], "model": None, "out": str(out)})
     tm = source_meta["threat_model"]

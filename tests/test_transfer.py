@@ -28,6 +28,7 @@ def test_a_models_own_examples_transfer_to_it_with_its_own_robust_accuracy(sourc
     root, _, run = source
     r = invoke_cli("transfer", root / "pgd", "--run", run, "--out", root / "self")
     assert r.exit_code == 0, r.output
+    assert "scoring on resnet18 (run)" in r.output  # progress in plain lines when not on a terminal
     own, back = load_attack(root / "pgd"), load_attack(root / "self")
     assert [row["accuracy"] for row in back.meta["rows"]] == [row["accuracy"] for row in own.meta["rows"]]
     assert [[a["pred"] for a in rec["adv"]] for rec in back.records] == \
