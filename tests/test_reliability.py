@@ -61,9 +61,9 @@ def _capture_panels(monkeypatch) -> list[tuple[str, list[dict]]]:
     calls = []
     real = robustcars.figures.attack_panel
 
-    def spy(rows, class_names, title, path):
+    def spy(rows, class_names, title, path, norm="linf"):
         calls.append((Path(path).name, rows))
-        return real(rows, class_names, title, path)
+        return real(rows, class_names, title, path, norm)
 
     monkeypatch.setattr(robustcars.figures, "attack_panel", spy)
     return calls
