@@ -184,10 +184,4 @@ def load_saved(folder: str | Path) -> SavedExamples:
                          torch.stack(cat["adv"], dim=1), eps, [first[i]["path"] for i in order])
 
 
-def bytes_per_image(img_size: int, n_eps: int) -> int:
-    """Disk bytes one image's saved tensors take: float32 clean + one adversarial per eps."""
-    return int(4 * 3 * img_size * img_size * (1 + n_eps))
-
-
-__all__ = ["ADV_DIR", "MANIFEST", "SavedExamples", "bytes_per_image", "load_saved", "repair", "save_batch",
-           "write_manifest"]
+__all__ = ["ADV_DIR", "MANIFEST", "SavedExamples", "load_saved", "repair", "save_batch", "write_manifest"]

@@ -159,7 +159,7 @@ def robustness_figure(curves: dict[str, list[tuple[float, float]]], title: str,
     for name in curves:
         groups.setdefault(norms.get(name, ""), []).append(name)
     fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 4.2), squeeze=False)
-    drawn: set[float] = set()
+    drawn: set[tuple[float, str]] = set()
     for ax, (norm, names) in zip(axes[0], groups.items()):
         for name in names:
             pts = sorted(p for p in curves[name] if p[0] > 0)

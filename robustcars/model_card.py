@@ -16,7 +16,7 @@ from .registry import ATTACKS, GREY_LEVEL
 
 CARD_NAME = "model_card.json"
 CARD_SCHEMA = "robustcars-model-card/1"
-_LIBRARY = {"robustcars": "robustcars", "foolbox": "foolbox", "autoattack": "pyautoattack"}
+_LIBRARY = {"autoattack": "pyautoattack"}  # an attack source -> the distribution its version is read from
 
 
 def eps_255(eps: float) -> str:

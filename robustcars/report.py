@@ -635,17 +635,7 @@ def _sections(report: dict[str, Any]):
         yield "table", (keys, [[_f(r.get(k), 4) if k != "model" else r[k] for k in keys] for r in report["comparison"]])
         if report.get("comparison_figure"):
             yield "img", report["comparison_figure"]
-    if report.get("transfer"):
-        yield "h2", "Transfer: examples made on one model, scored on others (robust accuracy)"
-        for t in report["transfer"]:
-            yield "h3", f"Examples of {t['source']}"
-            yield "p", "Each cell: robust accuracy (attack success rate on the target's clean-correct images)."
-            yield "table", (["scored on", "clean accuracy", *[f"eps {e:g}" for e in t["eps"]]],
-                            [[r["target"], _f(r["clean"]),
-                              *[f"{_f(v)} ({_f(sr)})" for v, sr in zip(r["accuracy"], r["success_rate"])]]
-                             for r in t["rows"]])
-        if report.get("transfer_figure"):
-            yield "img", report["transfer_figure"]
+    yield from _transfer_sections(report)
     if report.get("defence_comparison"):
         yield "h2", "Standard vs defended (rows: the same attack and parameters on the same images)"
         yield "table", (report["defence_comparison"]["head"], report["defence_comparison"]["rows"])
@@ -671,31 +661,7 @@ def _sections(report: dict[str, Any]):
                                   ", ".join(f"{k}: {v}" for k, v in w["only_broken_by"].items())]
                                  for w in su["worst_case"]])
         for a in m["attacks"]:
-            yield "h3", f"{a['label']} ({a['norm']}, {a['images']} {a['split']} images)"
-            yield "table", _attack_table(a)
-            yield "img", a["figures"]["entropy_hist"]
-            yield "img", a["figures"]["rank_hist"]
-            for panel in a["figures"].get("panels", []):
-                yield "img", panel
-            if "fooled_by" in a:
-                yield from _cascade_sections(a)
-            if "per_make" in a:
-                yield "h4", f"Per make at eps {a['focus_eps']:g} (most fragile first)"
-                yield "table", _group_table(a["per_make"][:12])
-                yield "h4", f"Most fragile classes at eps {a['focus_eps']:g}"
-                yield "table", _group_table(a["per_class"]["most_fragile"])
-                yield "h4", f"Most robust classes at eps {a['focus_eps']:g}"
-                yield "table", _group_table(a["per_class"]["most_robust"])
-                f = a["flips"]
-                yield "p", (f"{f['fooled']} clean-correct images were fooled; {_f(f['same_make_share'])} of the "
-                            "flips stay within the same make.")
-                yield "table", (["true class", "adversarial class", "count", "same make"],
-                                [[t["true"], t["adversarial"], str(t["count"]), "yes" if t["same_make"] else "no"]
-                                 for t in f["top"]])
-            if a.get("model_card"):
-                yield "p", f"Model card (RobustBench-style): {a['model_card']}"
-            for c in a["checks"]:
-                yield "p", f"check {c['name']}: {'ok' if c['ok'] else 'FAILED — ' + c['explain']}"
+            yield from _attack_sections(a)
     looks = [(m, a) for m in report["models"] for a in m["attacks"] if "attention_shift" in a]
     if looks:
         yield "h2", "Where the model looks (Grad-CAM, clean vs adversarial)"
@@ -728,6 +694,51 @@ def _sections(report: dict[str, Any]):
             rows.append([f"data ({m['id']})", f"{ds['root']}: {counts}"])
         rows.append([f"config ({m['id']})", json.dumps(m["config"], sort_keys=True)])
     yield "table", (["what", "value"], rows)
+
+
+def _attack_sections(a: dict[str, Any]):
+    """One attack of a model: its table, figures, cascade breakdown, per-make/class analyses and checks."""
+    yield "h3", f"{a['label']} ({a['norm']}, {a['images']} {a['split']} images)"
+    yield "table", _attack_table(a)
+    yield "img", a["figures"]["entropy_hist"]
+    yield "img", a["figures"]["rank_hist"]
+    for panel in a["figures"].get("panels", []):
+        yield "img", panel
+    if "fooled_by" in a:
+        yield from _cascade_sections(a)
+    if "per_make" in a:
+        yield "h4", f"Per make at eps {a['focus_eps']:g} (most fragile first)"
+        yield "table", _group_table(a["per_make"][:12])
+        yield "h4", f"Most fragile classes at eps {a['focus_eps']:g}"
+        yield "table", _group_table(a["per_class"]["most_fragile"])
+        yield "h4", f"Most robust classes at eps {a['focus_eps']:g}"
+        yield "table", _group_table(a["per_class"]["most_robust"])
+        f = a["flips"]
+        yield "p", (f"{f['fooled']} clean-correct images were fooled; {_f(f['same_make_share'])} of the "
+                    "flips stay within the same make.")
+        yield "table", (["true class", "adversarial class", "count", "same make"],
+                        [[t["true"], t["adversarial"], str(t["count"]), "yes" if t["same_make"] else "no"]
+                         for t in f["top"]])
+    if a.get("model_card"):
+        yield "p", f"Model card (RobustBench-style): {a['model_card']}"
+    for c in a["checks"]:
+        yield "p", f"check {c['name']}: {'ok' if c['ok'] else 'FAILED — ' + c['explain']}"
+
+
+def _transfer_sections(report: dict[str, Any]):
+    """The transfer matrix of the saved examples (none without transfers)."""
+    if not report.get("transfer"):
+        return
+    yield "h2", "Transfer: examples made on one model, scored on others (robust accuracy)"
+    for t in report["transfer"]:
+        yield "h3", f"Examples of {t['source']}"
+        yield "p", "Each cell: robust accuracy (attack success rate on the target's clean-correct images)."
+        yield "table", (["scored on", "clean accuracy", *[f"eps {e:g}" for e in t["eps"]]],
+                        [[r["target"], _f(r["clean"]),
+                          *[f"{_f(v)} ({_f(sr)})" for v, sr in zip(r["accuracy"], r["success_rate"])]]
+                         for r in t["rows"]])
+    if report.get("transfer_figure"):
+        yield "img", report["transfer_figure"]
 
 
 def _cascade_sections(a: dict[str, Any]):

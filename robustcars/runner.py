@@ -326,8 +326,9 @@ def score_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: list
             linf, l2 = perturbation_norms(x, x_adv)
             a_8 = to_8bit_grid(x_adv)
             per_eps.append([a_logits.argmax(1), a_idx, a_prob, entropy(a_logits), ranks_of(a_logits, c_idx), linf, l2,
-                            model(a_8).argmax(1), perturbation_norms(x_8, a_8)[0]])
-        c_8 = model(x_8).argmax(1)
+                            model(a_8).argmax(1), (a_8 - x_8).flatten(1).abs().amax(1)])
+        # folder images are resized as 8-bit images, so they lie on the grid already: no second clean pass
+        c_8 = c_idx[:, 0] if torch.equal(x_8, x) else model(x_8).argmax(1)
     return {"label": y.tolist(), "c_idx": c_idx.tolist(), "c_prob": c_prob.tolist(),
             "c_ent": entropy(clean_logits).tolist(), "c_8bit": c_8.tolist(),
             "per_eps": [[t.tolist() for t in item] for item in per_eps], "targets": None, "min_norms": None}
@@ -466,17 +467,7 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     rep.end()
     seconds = time.perf_counter() - t0
 
-    # gather what rank 0 needs; every image was attacked by exactly one rank
-    pass_total = sum(D.gather(pass_total, d))
-    zeros = D.gather(grad_zero, d)
-    grad_zero = None if all(z is None for z in zeros) else sum(z or 0 for z in zeros)
-    attacked = sum(D.gather(len(todo_idx), d))
-    seconds = max(D.gather(seconds, d))
-    by: dict[str, dict[str, int]] = {"passes": {}, "queries": {}}
-    for part in D.gather(passes_by, d):
-        for kind, counts in part.items():
-            for k, v in counts.items():
-                by[kind][k] = by[kind].get(k, 0) + v
+    pass_total, grad_zero, attacked, seconds, by = _gather(d, pass_total, grad_zero, len(todo_idx), seconds, passes_by)
     D.barrier(d)
     if not d.is_main:
         return {}
@@ -494,6 +485,22 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     for path in out.glob("kept*.pt"):
         path.unlink()
     return result
+
+
+def _gather(d, pass_total: float, grad_zero: int | None, attacked: int, seconds: float,
+            passes_by: dict[str, dict[str, int]]) -> tuple[float, int | None, int, float, dict[str, dict[str, int]]]:
+    """What rank 0 needs from every rank (each image was attacked by exactly one): passes, zero gradients,
+    images attacked, the slowest rank's seconds, and the per-attack passes and queries of cascades."""
+    from . import distributed as D
+
+    zeros = D.gather(grad_zero, d)
+    by: dict[str, dict[str, int]] = {"passes": {}, "queries": {}}
+    for part in D.gather(passes_by, d):
+        for kind, counts in part.items():
+            for k, v in counts.items():
+                by[kind][k] = by[kind].get(k, 0) + v
+    return (sum(D.gather(pass_total, d)), None if all(z is None for z in zeros) else sum(z or 0 for z in zeros),
+            sum(D.gather(attacked, d)), max(D.gather(seconds, d)), by)
 
 
 def _cam_indices(n: int, cfg: AttackConfig) -> set[int]:
