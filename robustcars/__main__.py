@@ -1,3 +1,3 @@
-from .cli import main
+from robustcars.cli.app import main
 
 main()

@@ -9,8 +9,8 @@ import shlex
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import ConfigError
-from .registry import attack_spec, check_eps, check_normalization, check_seed, validate_params
+from robustcars.errors import ConfigError
+from robustcars.registry import attack_spec, check_eps, check_normalization, check_seed, validate_params
 
 DATA_ENV = "ROBUSTCARS_DATA"
 DEFAULT_DATA = "data/stanford-cars"
@@ -44,7 +44,7 @@ class TrainConfig:
     limit_per_class: int | None = None  # train on the first K images of each class (quick runs)
     val_fraction: float = 1 / 3  # used only when the data has no val split
     crop_to_bbox: bool = True  # devkit layout only
-    # adversarial fine-tuning (robustcars.defend): None = standard training
+    # adversarial fine-tuning (robustcars.training.defences): None = standard training
     adversarial: str | None = None  # fgsm-rs | pgd | trades
     train_eps: float = 0.004  # L∞ budget in [0, 1] pixel scale
     train_steps: int = 5  # PGD-AT / TRADES inner steps
@@ -59,7 +59,7 @@ class TrainConfig:
     defensive: bool = False  # defensive distillation (Papernot et al. 2016): targets softmax(t), student at T
 
     def validate(self) -> TrainConfig:
-        from .registry import ADVERSARIAL_TRAINING, ARCHITECTURES
+        from robustcars.registry import ADVERSARIAL_TRAINING, ARCHITECTURES
 
         checks = [
             (self.adversarial is None or self.adversarial in ADVERSARIAL_TRAINING,
@@ -151,7 +151,7 @@ class AttackConfig:
     seed: int = 0
     workers: int = 2
     cam: int = 0  # images whose Grad-CAM attention shift (clean vs largest eps) is measured
-    save_adv: bool = False  # keep every adversarial example (robustcars.adversarials)
+    save_adv: bool = False  # keep every adversarial example (robustcars.evaluation.saved)
     save_png: bool = False  # ... and write them as 8-bit PNGs (implies save_adv)
     # a model robustcars did not train (instead of `run`): spec, weights, class names, preprocessing
     model: str | None = None  # torchvision:NAME | timm:NAME | package.module:factory

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ConfigError, StorageError
+from robustcars.errors import ConfigError, StorageError
 
 LOCK_NAME = ".robustcars.lock"
 
@@ -84,7 +84,7 @@ def process_lock(folder: str | os.PathLike, d) -> contextlib.ExitStack:
     Raises:
         ConfigError: the folder is busy, a file, or cannot be written (the main process's message).
     """
-    from . import distributed as D
+    from robustcars import distributed as D
 
     stack = contextlib.ExitStack()
     error = None

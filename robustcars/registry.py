@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from robustcars.errors import ConfigError
 
 NORMS = {"linf": "L∞", "l2": "L2"}
 GREY_LEVEL = 1 / 255  # one step of the 8-bit grid in [0, 1] pixel scale (eps k/255 = k grey levels)

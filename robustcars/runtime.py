@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from robustcars.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where it is used, so commands that fail early never wait for it
     import torch

@@ -47,7 +47,7 @@ def invoke_cli(*args, env=None):
     """Run the CLI in-process (Typer's CliRunner); arguments may be paths or numbers."""
     from typer.testing import CliRunner
 
-    from robustcars.cli import app
+    from robustcars.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args], env=env)
 

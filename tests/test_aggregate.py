@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from robustcars.aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
+from robustcars.reporting.aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
 
 NAMES = ["Aston Martin V8 Vantage Coupe 2012", "Aston Martin Virage Coupe 2012", "BMW M3 Coupe 2012",
          "Land Rover LR2 SUV 2012", "Mercedes-Benz C-Class Sedan 2012"]
@@ -57,7 +57,7 @@ def test_confusion_and_rank_distribution():
 
 
 def test_extreme_images():
-    from robustcars.aggregate import extreme_images
+    from robustcars.reporting.aggregate import extreme_images
 
     def r(i, label, clean, rank, ent, p_clean, adv_top, p_adv):
         return {"index": i, "label": label, "clean_pred": clean, "clean_top3": [clean, 9, 8], "clean_entropy": 1.0,

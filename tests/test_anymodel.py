@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustcars.anymodel import build_from_spec, load_weights, unwrap_state_dict, with_normalization
 from robustcars.errors import CheckpointError, ConfigError
+from robustcars.models.external import build_from_spec, load_weights, unwrap_state_dict, with_normalization
 
 
 def tiny_factory(num_classes: int = 10) -> nn.Module:

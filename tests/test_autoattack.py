@@ -110,7 +110,7 @@ def _meta(attack, norm="linf", accs=(), target=None, images=4):
 
 
 def test_worst_case_row_and_each_attacks_contribution():
-    from robustcars.checks import worst_case
+    from robustcars.evaluation.checks import worst_case
 
     # four images of class 0; image d is misclassified clean
     pgd = [_rec("a", 0, 0, [(0.01, 1), (0.02, 1)]), _rec("b", 0, 0, [(0.01, 0), (0.02, 0)]),
@@ -126,7 +126,7 @@ def test_worst_case_row_and_each_attacks_contribution():
 
 
 def test_a_weak_own_pgd_is_flagged_against_autoattack():
-    from robustcars.checks import weaker_than_reference
+    from robustcars.evaluation.checks import weaker_than_reference
 
     strong = weaker_than_reference({"pgd": _meta("pgd", accs=[(0.01, 0.305)]),
                                     "aa": _meta("apgd_ce", accs=[(0.01, 0.30)])})
@@ -140,7 +140,7 @@ def test_a_weak_own_pgd_is_flagged_against_autoattack():
 
 def test_pgd_is_checked_against_minimum_norm_attacks_of_its_own_norm():
     """DeepFool L∞'s minimal norms give a robust accuracy per eps: PGD above it is flagged; L2 ones are not used."""
-    from robustcars.checks import weaker_than_reference
+    from robustcars.evaluation.checks import weaker_than_reference
 
     [flag] = weaker_than_reference({"pgd": _meta("pgd", accs=[(0.01, 0.40), (0.02, 0.30)]),
                                     "df": _meta("deepfool_linf", accs=[(0.01, 0.35), (0.02, 0.05)])})

@@ -5,8 +5,8 @@ import torch
 from typer.testing import CliRunner
 
 from robustcars.attacks import FGSM, PGDLinf
-from robustcars.cli import app
-from robustcars.models import build_model
+from robustcars.cli.app import app
+from robustcars.models.zoo import build_model
 
 from .conftest import make_folder_dataset
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from robustcars.errors import ConfigError
+from robustcars.evaluation.suite import load_suite
 from robustcars.registry import check_eps, parse_eps
-from robustcars.suite import load_suite
 
 from .conftest import invoke_cli
 

@@ -9,7 +9,7 @@ import torch
 
 from robustcars.attacks import get_attack
 from robustcars.errors import ConfigError
-from robustcars.suite import load_suite
+from robustcars.evaluation.suite import load_suite
 
 from .conftest import invoke_cli, train_tiny_run
 from .test_attacks import labelled_batch

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from robustcars.cli import app
+from robustcars.cli.app import app
 
 from .conftest import make_folder_dataset
 
@@ -177,7 +177,7 @@ def test_bad_suites_fail_before_any_work(trained_run, tmp_path, body, message):
 def test_shipped_suites_are_valid():
     from pathlib import Path
 
-    from robustcars.suite import load_suite
+    from robustcars.evaluation.suite import load_suite
 
     files = sorted((Path(__file__).resolve().parents[1] / "attacks").glob("*.toml"))
     assert files

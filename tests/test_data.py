@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
-from robustcars.data import CarsDataset, build_transform, limit_per_class, load_cars, read_image, subsample
+from robustcars.data.cars import limit_per_class, load_cars, subsample
+from robustcars.data.images import CarsDataset, build_transform, read_image
 from robustcars.errors import DataError
 
 from .conftest import SHARED, make_folder_dataset
@@ -154,7 +155,7 @@ def test_devkit_missing_images_are_reported(tmp_path):
 
 def test_images_are_decoded_by_what_their_values_mean():
     """16-bit, 32-bit integer and float images become the same 8-bit picture as their 8-bit original."""
-    from robustcars.data import to_rgb
+    from robustcars.data.images import to_rgb
 
     grey = np.random.default_rng(1).integers(0, 256, (6, 9), dtype=np.uint8)
     want = np.repeat(grey[..., None], 3, axis=2)
@@ -172,7 +173,7 @@ def test_images_are_decoded_by_what_their_values_mean():
 def test_special_files_are_refused_without_being_opened(tmp_path):
     import os
 
-    from robustcars.data import Sample
+    from robustcars.data.cars import Sample
 
     os.mkfifo(tmp_path / "x.jpg")  # opening it for reading would block until a writer comes
     with pytest.raises(DataError, match="a FIFO, not an image file"):

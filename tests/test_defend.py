@@ -1,4 +1,4 @@
-"""Adversarial fine-tuning and distillation (robustcars.defend, train --adversarial / --distill-from)."""
+"""Adversarial fine-tuning and distillation (robustcars.training.defences, train --adversarial / --distill-from)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from robustcars import defend
-from robustcars import io as rio
-from robustcars.checkpoint import read_checkpoint
+from robustcars import storage as rio
 from robustcars.errors import ConfigError
-from robustcars.train import fit
+from robustcars.models.checkpoint import read_checkpoint
+from robustcars.training import defences as defend
+from robustcars.training.loop import fit
 
 from .conftest import invoke_cli
 from .test_train import StopAfter, cfg_for
@@ -229,7 +229,7 @@ def _model(name, defence, attacks):
 
 
 def test_defence_comparison_pairs_only_the_same_attack_on_the_same_images():
-    from robustcars.report import defence_comparison
+    from robustcars.reporting.report import defence_comparison
 
     fgsmrs = {"method": "fgsm-rs", "eps": 0.004}
     std = _model("std", None, [("pgd", "pgd", {"steps": 10}, "aaa", {0.002: 0.02}),
@@ -245,7 +245,7 @@ def test_defence_comparison_pairs_only_the_same_attack_on_the_same_images():
 
 
 def test_comparison_columns_use_an_eps_both_models_have():
-    from robustcars.report import comparison_rows
+    from robustcars.reporting.report import comparison_rows
 
     std = _model("std", None, [("pgd", "pgd", {}, "a", {0.0005: 0.39, 0.002: 0.02})])
     adv = _model("adv", {"method": "fgsm-rs", "eps": 0.004},

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from robustcars.cli import app
+from robustcars.cli.app import app
 
 from .conftest import SHARED
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from typer.testing import CliRunner
 
 import robustcars
-from robustcars.cli import app
+from robustcars.cli.app import app
 
 from .conftest import train_tiny_run
 
@@ -49,7 +49,8 @@ class Tensors(Dataset):
     """A plain Dataset of (image in [0, 1], label), decoded as robustcars' eval transform would."""
 
     def __init__(self, root, img_size):
-        from robustcars.data import CarsDataset, build_transform, load_cars
+        from robustcars.data.cars import load_cars
+        from robustcars.data.images import CarsDataset, build_transform
 
         self.inner = CarsDataset(load_cars(root).split("test"), build_transform(img_size, train=False, resize="squash"))
 

@@ -13,9 +13,10 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from robustcars.cli import app
+from robustcars.cli.app import app
 from robustcars.errors import ConfigError, DataError
-from robustcars.explain import attention_shift, expand_inputs, grad_cam, load_photos, predict, read_photo
+from robustcars.explain.gradcam import attention_shift, grad_cam
+from robustcars.explain.photos import expand_inputs, load_photos, predict, read_photo
 
 from .conftest import SHARED, train_tiny_run
 
@@ -114,7 +115,7 @@ def test_odd_photos_are_converted_or_refused_in_one_line(tmp_path):
     assert read_photo(tmp_path / "grey.png").mode == "RGB"
     assert read_photo(tmp_path / "cmyk.jpg").mode == "RGB"
     assert np.asarray(read_photo(tmp_path / "alpha.png")).min() == 255
-    from robustcars.data import build_transform
+    from robustcars.data.images import build_transform
 
     photos = load_photos([tmp_path], build_transform(32, train=False, resize="squash"))
     assert sorted(p.name for p in photos.paths) == ["alpha.png", "cmyk.jpg", "full.jpg", "grey.png", "huge.png",
@@ -139,7 +140,7 @@ def test_odd_photos_are_converted_or_refused_in_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def prefilter():
-    from robustcars.explain import CarPrefilter
+    from robustcars.explain.prefilter import CarPrefilter
 
     return CarPrefilter()
 
@@ -244,8 +245,8 @@ def test_attack_cam_measures_attention_shift_and_draws_the_panel(trained, tmp_pa
     assert len(cams) == 2 and all((tmp_path / "rep" / c).is_file() for c in cams)
     assert any("cam_fgsm_extremes_eps0.05" in c for c in cams)  # the most and least affected images too
     jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads((Path(__file__).resolve().parents[1] / "robustcars" / "schemas" / "report.schema.json")
-                        .read_text())
+    schema = json.loads((Path(__file__).resolve().parents[1] / "robustcars" / "reporting" / "schemas"
+                         / "report.schema.json").read_text())
     jsonschema.validate(report, schema)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Where the model looks (Grad-CAM, clean vs adversarial)" in md

@@ -7,7 +7,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from robustcars.figures import best_epoch, entropy_figure, learning_curves_figure, robustness_figure
+from robustcars.reporting.figures import best_epoch, entropy_figure, learning_curves_figure, robustness_figure
 
 
 def history(n: int, robust: bool = False) -> list[dict[str, float]]:
@@ -76,7 +76,7 @@ def test_linf_and_l2_budgets_never_share_an_axis_and_clean_accuracy_is_drawn():
 
 
 def test_a_perturbation_is_captioned_in_its_attacks_norm_and_zero_says_so():
-    from robustcars.figures import perturbation_caption
+    from robustcars.reporting.figures import perturbation_caption
 
     delta = np.zeros((3, 4, 4))
     assert perturbation_caption(delta, "linf") == "no perturbation"

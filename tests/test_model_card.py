@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import robustcars
-from robustcars.model_card import eps_255
+from robustcars.evaluation.model_card import eps_255
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "robustcars" / "schemas" / "model_card.schema.json")
-                    .read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "robustcars" / "reporting" / "schemas"
+                     / "model_card.schema.json").read_text())
 NAMES = ["a", "b", "c"]
 
 

@@ -3,10 +3,10 @@ import urllib.error
 import pytest
 import torch
 
-from robustcars import models
-from robustcars.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from robustcars.errors import CheckpointError, ConfigError, StorageError
-from robustcars.models import Normalize, build_model, count_parameters, freeze
+from robustcars.models import zoo as models
+from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from robustcars.models.zoo import Normalize, build_model, count_parameters, freeze
 
 
 def test_normalization_is_the_first_layer():

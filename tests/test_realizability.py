@@ -11,9 +11,9 @@ from torch.utils.data import TensorDataset
 
 import robustcars
 from robustcars.attacks import to_8bit_grid
-from robustcars.checks import realizability_checks
 from robustcars.errors import ConfigError
-from robustcars.summary import summarize
+from robustcars.evaluation.checks import realizability_checks
+from robustcars.evaluation.summary import summarize
 
 GREY = 1 / 255
 MARGIN = 0.05 * GREY  # how far the tiny model's clean images lie from its decision boundary
@@ -100,7 +100,7 @@ def test_eval_images_lie_on_the_8bit_grid(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from robustcars.data import build_transform
+    from robustcars.data.images import build_transform
 
     arr = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     for resize in ("squash", "crop"):

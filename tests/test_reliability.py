@@ -15,10 +15,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from robustcars.aggregate import extreme_candidates, extreme_images
-from robustcars.checks import suite_checks
-from robustcars.cli import app
+from robustcars.cli.app import app
 from robustcars.console import PlainProgress
+from robustcars.evaluation.checks import suite_checks
+from robustcars.reporting.aggregate import extreme_candidates, extreme_images
 
 from .conftest import make_folder_dataset, train_tiny_run
 
@@ -56,23 +56,23 @@ def test_suite_checks_compare_entries_by_label_like_with_like():
 
 
 def _capture_panels(monkeypatch) -> list[tuple[str, list[dict]]]:
-    import robustcars.figures
+    import robustcars.reporting.figures
 
     calls = []
-    real = robustcars.figures.attack_panel
+    real = robustcars.reporting.figures.attack_panel
 
     def spy(rows, class_names, title, path, norm="linf"):
         calls.append((Path(path).name, rows))
         return real(rows, class_names, title, path, norm)
 
-    monkeypatch.setattr(robustcars.figures, "attack_panel", spy)
+    monkeypatch.setattr(robustcars.reporting.figures, "attack_panel", spy)
     return calls
 
 
 def test_panels_show_the_very_images_that_were_scored(trained, tmp_path, monkeypatch):
     """PGD with a random start: every panel row's adversarial image gives exactly its record's numbers."""
-    from robustcars.checkpoint import model_from_checkpoint, read_checkpoint
     from robustcars.metrics import entropy
+    from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
 
     data, run = trained
     calls = _capture_panels(monkeypatch)
@@ -170,25 +170,25 @@ def test_suite_is_validated_whole_and_resume_reuses_unchanged_entries(trained, t
 
 
 def test_a_failed_last_checkpoint_write_gives_consistent_advice(tmp_path, monkeypatch):
-    import robustcars.train
+    import robustcars.training.loop
     from robustcars.config import TrainConfig
     from robustcars.errors import ConfigError, StorageError
-    from robustcars.train import fit
+    from robustcars.training.loop import fit
 
     data = make_folder_dataset(tmp_path / "cars")
-    real = robustcars.train.save_checkpoint
+    real = robustcars.training.loop.save_checkpoint
 
     def full_disk(path, payload):
         if Path(path).name == "last.pt":
             raise StorageError(f"cannot write {path}: No space left on device; the previous file is kept")
         return real(path, payload)
 
-    monkeypatch.setattr(robustcars.train, "save_checkpoint", full_disk)
+    monkeypatch.setattr(robustcars.training.loop, "save_checkpoint", full_disk)
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "r"), arch="resnet18", weights="none", epochs=2,
                       img_size=32, batch_size=8, workers=0)
     with pytest.raises(StorageError):
         fit(cfg)
-    monkeypatch.setattr(robustcars.train, "save_checkpoint", real)
+    monkeypatch.setattr(robustcars.training.loop, "save_checkpoint", real)
     for resume in (False, True):  # the same answer either way: no "pass --resume" that then says "nothing"
         with pytest.raises(ConfigError, match="holds best.pt but no resumable state"):
             fit(cfg, resume=resume)
@@ -271,7 +271,7 @@ def test_help_is_not_cut_and_names_the_data_variable():
     (["report", "/nonexistent"], "error: /nonexistent is not a run folder"),
 ])
 def test_options_are_validated_before_torch_is_imported(argv, message):
-    code = (f"import sys\nfrom robustcars.cli import main\nsys.argv = ['robustcars', *{argv!r}]\ntry:\n"
+    code = (f"import sys\nfrom robustcars.cli.app import main\nsys.argv = ['robustcars', *{argv!r}]\ntry:\n"
             "    main()\nexcept SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from robustcars.cli import app
+from robustcars.cli.app import app
 
 from .conftest import make_folder_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SCHEMA = Path(__file__).resolve().parents[1] / "robustcars" / "schemas" / "report.schema.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "robustcars" / "reporting" / "schemas" / "report.schema.json"
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import robustcars
-from robustcars.adversarials import load_saved
 from robustcars.attacks import to_8bit_grid
 from robustcars.errors import DataError
+from robustcars.evaluation.saved import load_saved
 
 N, EPS = 20, [0.01, 0.05]
 

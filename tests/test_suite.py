@@ -2,7 +2,7 @@
 
 import math
 
-from robustcars.suite import min_norm_checks
+from robustcars.evaluation.suite import min_norm_checks
 
 
 def test_min_norm_checks_flag_an_under_optimized_attack():

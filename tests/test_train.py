@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from robustcars.checkpoint import read_checkpoint
 from robustcars.config import TrainConfig
 from robustcars.errors import CheckpointError, ConfigError
-from robustcars.train import Reporter, fit
+from robustcars.models.checkpoint import read_checkpoint
+from robustcars.training.loop import Reporter, fit
 
 
 def cfg_for(data, out, **kw):
@@ -72,7 +72,7 @@ def test_early_stopping_on_val_macro_f1(tiny_data, tmp_path):
 
 def test_frozen_layers_do_not_change(tiny_data, tmp_path):
     fit(cfg_for(tiny_data, tmp_path / "run", epochs=1, freeze=6))
-    from robustcars.models import build_model
+    from robustcars.models.zoo import build_model
 
     torch.manual_seed(0)
     init = build_model("resnet18", 3, "none")
@@ -84,8 +84,9 @@ def test_frozen_layers_do_not_change(tiny_data, tmp_path):
 
 def test_the_train_phase_counts_the_images_it_yields(tmp_path):
     """With drop_last the progress total is the images actually trained on, so the bar reaches 100 %."""
-    from robustcars.data import CarsDataset, build_transform, load_cars
-    from robustcars.train import images_per_epoch, make_loader
+    from robustcars.data.cars import load_cars
+    from robustcars.data.images import CarsDataset, build_transform
+    from robustcars.training.loop import images_per_epoch, make_loader
 
     from .conftest import make_folder_dataset
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from robustcars.results import load_attack
+from robustcars.reporting.results import load_attack
 
 from .conftest import invoke_cli, train_tiny_run
 

@@ -29,10 +29,10 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 def fake_run(run: Path, classes: int = 16, img_size: int = 32) -> Path:
     """A run folder with an untrained ResNet-18 of ``classes`` classes (enough for top-15 bars)."""
-    from robustcars.checkpoint import save_checkpoint
     from robustcars.config import TrainConfig
-    from robustcars.io import write_json
-    from robustcars.models import build_model
+    from robustcars.models.checkpoint import save_checkpoint
+    from robustcars.models.zoo import build_model
+    from robustcars.storage import write_json
 
     model = build_model("resnet18", classes, weights="none").eval()
     with torch.no_grad():

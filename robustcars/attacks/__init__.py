@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..registry import attack_names, attack_spec, check_eps, validate_params
-from .base import (
-    GREY_LEVEL,
+from robustcars.attacks.base import (
     Attack,
     AttackOutput,
     frozen_weights,
@@ -16,8 +14,9 @@ from .base import (
     project,
     to_8bit_grid,
 )
-from .fgsm import FGSM, fgsm, fgsm_sweep
-from .iterative import BIM, MIFGSM, PGDL2, PGDLinf, choose_targets, mi_fgsm, pgd
+from robustcars.attacks.fgsm import FGSM, fgsm, fgsm_sweep
+from robustcars.attacks.iterative import BIM, MIFGSM, PGDL2, PGDLinf, choose_targets, mi_fgsm, pgd
+from robustcars.registry import attack_names, attack_spec, check_eps, validate_params
 
 
 def get_attack(name: str, **params) -> Attack:
@@ -36,7 +35,6 @@ def get_attack(name: str, **params) -> Attack:
 __all__ = [
     "BIM",
     "FGSM",
-    "GREY_LEVEL",
     "MIFGSM",
     "PGDL2",
     "Attack",

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..registry import attack_spec, validate_params
-from .base import Attack, AttackOutput
-from .cascade import Cascade
+from robustcars.attacks.base import Attack, AttackOutput
+from robustcars.attacks.cascade import Cascade
+from robustcars.errors import ConfigError
+from robustcars.registry import attack_spec, validate_params
 
 SEQUENCE = {"autoattack": ("apgd_ce", "apgd_t", "fab_t", "square")}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..registry import GREY_LEVEL, NORMS, check_eps  # noqa: F401 - re-exported
+from robustcars.registry import check_eps
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

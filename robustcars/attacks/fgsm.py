@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import Attack, AttackOutput, input_gradient
+from robustcars.attacks.base import Attack, AttackOutput, input_gradient
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:

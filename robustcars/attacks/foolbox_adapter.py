@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..registry import attack_spec, validate_params
-from .base import Attack, AttackOutput
+from robustcars.attacks.base import Attack, AttackOutput
+from robustcars.errors import ConfigError
+from robustcars.registry import attack_spec, validate_params
 
 # name -> foolbox class; norms, defaults and parameter checks are in robustcars.registry
 FOOLBOX_CLASSES = {"deepfool": "L2DeepFoolAttack", "deepfool_linf": "LinfDeepFoolAttack",

@@ -29,9 +29,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..registry import TARGETS, validate_params
-from .base import Attack, AttackOutput, LossFn, input_gradient, project
+from robustcars.attacks.base import Attack, AttackOutput, LossFn, input_gradient, project
+from robustcars.errors import ConfigError
+from robustcars.registry import TARGETS, validate_params
 
 
 def _l2_normalize(g: torch.Tensor) -> torch.Tensor:
@@ -189,7 +189,7 @@ class _Iterative(Attack):
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float]) -> AttackOutput:
         # Untargeted without random start, the first step's forward pass is at x: its logits are the clean
-        # logits, so no separate clean pass is needed (the floor of the attack, see robustcars.bench).
+        # logits, so no separate clean pass is needed (the floor of the attack, see robustcars.evaluation.bench).
         clean_logits = None
         if self.targeted or self.random_start:
             with torch.no_grad():

@@ -39,10 +39,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from ..errors import CheckpointError, ConfigError, DataError, RobustcarsError
-from ..registry import ARCHITECTURES, EPS_GRID, attack_names, attack_norms, check_eps, validate_params
-from .jobs import Busy, JobManager, UnknownJob
-from .paths import OutsideRoot, check_name, inside
+from robustcars.errors import CheckpointError, ConfigError, DataError, RobustcarsError
+from robustcars.registry import ARCHITECTURES, EPS_GRID, attack_names, attack_norms, check_eps, validate_params
+from robustcars.web.jobs import Busy, JobManager, UnknownJob
+from robustcars.web.paths import OutsideRoot, check_name, inside
 
 log = logging.getLogger("robustcars.web")
 HERE = Path(__file__).resolve().parent
@@ -146,7 +146,7 @@ def error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """Build the app for ``settings`` (validated); the CLI runs it with uvicorn, tests with TestClient."""
-    from .inference import Models
+    from robustcars.web.inference import Models
 
     settings.validate()
     for root in (settings.runs, settings.reports):
@@ -227,33 +227,45 @@ def _pages(app: FastAPI, settings: ServeSettings, templates: Jinja2Templates) ->
 
 def _api(app: FastAPI, settings: ServeSettings, jobs: JobManager, models) -> None:
     """The JSON API (see the module docstring); the work is done by the library functions the CLI uses."""
-    from .inference import attack_upload, predict_upload
+    _listing_api(app, settings, jobs)
+    _inference_api(app, settings, models)
+    _job_api(app, settings, jobs)
 
-    def run_dir(name: str) -> Path:
-        path = inside(settings.runs, check_name(name, "run"))
-        if not (path / "best.pt").is_file():
-            raise HTTPException(404, f"no trained run {name!r} in {settings.runs}")
-        return path
 
-    async def read_upload(file: UploadFile) -> bytes:
-        data = await file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise HTTPException(413, f"upload larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
-        if not data:
-            raise HTTPException(400, "empty upload")
-        return data
+def _run_dir(settings: ServeSettings, name: str) -> Path:
+    """The trained run ``name`` under ``--runs``; 404 when it has no best.pt."""
+    path = inside(settings.runs, check_name(name, "run"))
+    if not (path / "best.pt").is_file():
+        raise HTTPException(404, f"no trained run {name!r} in {settings.runs}")
+    return path
 
+
+async def _read_upload(settings: ServeSettings, file: UploadFile) -> bytes:
+    """The uploaded bytes, read at most one byte past the limit; 413 when larger, 400 when empty."""
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(413, f"upload larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
+    if not data:
+        raise HTTPException(400, "empty upload")
+    return data
+
+
+def _listing_api(app: FastAPI, settings: ServeSettings, jobs: JobManager) -> None:
     @app.get("/api/runs")
     def runs() -> dict[str, Any]:
-        from .listing import list_runs
+        from robustcars.web.listing import list_runs
 
         return {"runs": list_runs(settings.runs, jobs)}
 
     @app.get("/api/reports")
     def reports() -> dict[str, Any]:
-        from .listing import list_reports
+        from robustcars.web.listing import list_reports
 
         return {"reports": list_reports(settings.reports)}
+
+
+def _inference_api(app: FastAPI, settings: ServeSettings, models) -> None:
+    from robustcars.web.inference import attack_upload, predict_upload
 
     @app.post("/api/predict")
     async def api_predict(file: Annotated[UploadFile, File()], run: Annotated[str, Form()],
@@ -261,7 +273,7 @@ def _api(app: FastAPI, settings: ServeSettings, jobs: JobManager, models) -> Non
                           cam: Annotated[bool, Form()] = False,
                           prefilter: Annotated[bool, Form()] = False,
                           threshold: Annotated[float, Form(ge=0, le=1)] = 0.1) -> dict[str, Any]:
-        data, path = await read_upload(file), run_dir(run)
+        data, path = await _read_upload(settings, file), _run_dir(settings, run)
         return await asyncio.to_thread(predict_upload, models, path, data, file.filename or "upload", top_k=top_k,
                                        cam=cam, prefilter=prefilter, threshold=threshold,
                                        max_pixels=settings.max_pixels)
@@ -274,11 +286,13 @@ def _api(app: FastAPI, settings: ServeSettings, jobs: JobManager, models) -> Non
         check_eps([eps])
         given = parse_params(params)
         values = validate_params(attack, given)
-        data, path = await read_upload(file), run_dir(run)
+        data, path = await _read_upload(settings, file), _run_dir(settings, run)
         return await asyncio.to_thread(attack_upload, models, path, data, file.filename or "upload", attack=attack,
                                        eps=eps, params={k: values[k] for k in given}, top_k=top_k,
                                        max_pixels=settings.max_pixels)
 
+
+def _job_api(app: FastAPI, settings: ServeSettings, jobs: JobManager) -> None:
     @app.post("/api/train", status_code=202)
     def api_train(req: TrainRequest) -> dict[str, Any]:
         args = _train_args(req, settings)
@@ -325,7 +339,7 @@ def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
     Raises:
         ConfigError: a bad name, an unknown architecture, a data folder outside ``--data`` or without data.
     """
-    from ..config import TrainConfig
+    from robustcars.config import TrainConfig
 
     check_name(req.name, "run name")
     target = settings.runs / req.name
@@ -341,7 +355,7 @@ def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
                       batch_size=req.batch_size, lr=req.lr, weight_decay=req.weight_decay,
                       label_smoothing=req.label_smoothing, device=req.device, seed=req.seed, workers=req.workers,
                       limit_per_class=req.limit_per_class, resize="squash").validate()
-    from ..data import load_cars
+    from robustcars.data.cars import load_cars
 
     load_cars(cfg.data)  # the layout and classes, before a process is started
     args = ["--data", cfg.data, "--arch", cfg.arch, "--weights", cfg.weights, "--epochs", str(cfg.epochs),
@@ -356,7 +370,7 @@ def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
 
 def _error_handlers(app: FastAPI) -> None:
     """Every error as ``{"error": message}``: 4xx for what the client can fix, 500 for a bug (logged here)."""
-    from .inference import ModelBusy, OverBudget
+    from robustcars.web.inference import ModelBusy, OverBudget
 
     status_of = {OutsideRoot: 403, Busy: 409, UnknownJob: 404, CheckpointError: 422, DataError: 422,
                  ConfigError: 400, OverBudget: 503, ModelBusy: 503}
@@ -388,6 +402,6 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 def _version() -> str:
-    from .. import __version__
+    from robustcars.version import __version__
 
     return __version__

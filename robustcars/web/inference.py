@@ -16,11 +16,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..checkpoint import model_from_checkpoint, read_checkpoint
-from ..data import build_transform
-from ..errors import RobustcarsError
-from ..explain import CarPrefilter, attention_records, cam_layer, default_top_k, grad_cam, overlay, predict, read_photo
-from ..source import check_logits
+from robustcars.data.images import build_transform
+from robustcars.errors import RobustcarsError
+from robustcars.explain.gradcam import attention_records, cam_layer, grad_cam, overlay
+from robustcars.explain.photos import default_top_k, predict, read_photo
+from robustcars.explain.prefilter import CarPrefilter
+from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
+from robustcars.models.source import check_logits
 
 
 class OverBudget(RobustcarsError):
@@ -114,7 +116,7 @@ def check_resized(photo: Image.Image, img_size: int, resize: str, max_pixels: in
     Raises:
         DataError: naming the photo, its size and what the resize would cost.
     """
-    from ..errors import DataError
+    from robustcars.errors import DataError
 
     w, h = photo.size
     pixels = img_size * img_size if resize == "squash" else img_size * int(img_size * max(w, h) / max(1, min(w, h)))
@@ -157,9 +159,9 @@ def attack_upload(models: Models, run: Path, data: bytes, name: str, *, attack: 
     The attack runs under :meth:`Models.bounded`: past the server's time limit it stops with
     :class:`OverBudget` and the model lock is released.
     """
-    from ..attacks import get_attack
-    from ..metrics import ranks_of
-    from ..registry import check_attack_classes, fit_to_classes
+    from robustcars.attacks import get_attack
+    from robustcars.metrics import ranks_of
+    from robustcars.registry import check_attack_classes, fit_to_classes
 
     photo = read_photo(data, name=name, max_pixels=max_pixels)
     with models.computing():

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import io as rio
-from ..errors import ConfigError, RobustcarsError
+from robustcars import storage as rio
+from robustcars.errors import ConfigError, RobustcarsError
 
 ACTIVE = ("running",)
 RESUMABLE = ("interrupted", "cancelled", "failed")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
-from ..results import attack_dirs, read_json_file
+from robustcars.errors import DataError
+from robustcars.reporting.results import attack_dirs, read_json_file
 
 
 def _json(path: Path) -> dict[str, Any]:

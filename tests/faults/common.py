@@ -12,7 +12,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from robustcars.cli import app
+from robustcars.cli.app import app
 from robustcars.lock import output_lock
 
 runner = CliRunner()

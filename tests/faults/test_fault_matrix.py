@@ -178,12 +178,12 @@ def test_two_writers_into_one_folder(world, tmp_path):
 
 
 def test_an_unexpected_error_is_one_line_with_a_saved_traceback(world, monkeypatch):
-    import robustcars.runner
+    import robustcars.evaluation.runner
 
     def boom(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(robustcars.runner, "run_attack", boom)
+    monkeypatch.setattr(robustcars.evaluation.runner, "run_attack", boom)
     r = invoke(*[a.format(run=world["run"]) for a in A], "--eps", "0.05", "--out", world["root"] / "n9")
     assert r.exit_code == 1
     line = r.output.strip()

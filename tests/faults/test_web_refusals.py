@@ -234,7 +234,7 @@ import io, json, resource, sys
 from pathlib import Path
 from PIL import Image
 from fastapi.testclient import TestClient
-from robustcars.web.app import ServeSettings, create_app
+from robustcars.web.app import ServeSettings, create_app  # noqa: E402
 
 runs, data = Path(sys.argv[1]), Path(sys.argv[2])
 client = TestClient(create_app(ServeSettings(runs=runs, data=data, reports=runs.parent / "dos-reports")))

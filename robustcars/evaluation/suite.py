@@ -1,0 +1,244 @@
+"""Attack suites: TOML files in ``attacks/`` naming attacks, eps lists and parameters.
+
+Format::
+
+    name = "gradient"
+    description = "FGSM, BIM and PGD over an L∞ eps sweep"
+    max_images = 2030            # optional: a seeded subset for every attack of the suite
+
+    [[attack]]
+    name = "fgsm"                # a registered attack (robustcars.attacks.attack_names())
+    eps = [0.001, 0.003, 0.01]   # in [0, 1] pixel scale; L2 budget for pgd_l2
+    [[attack]]
+    name = "pgd"
+    eps = [0.001, 0.003, 0.01]
+    steps = 10                   # any other key is an attack parameter
+    restarts = 1
+    label = "pgd10"              # optional: output sub-folder (default: the attack name)
+    max_images = 256             # optional: per-attack subset (e.g. for slow decision-based attacks)
+
+With ``cascade = true`` (top level) the entries run as ONE worst-case sweep in the order given — put the cheapest
+first — each attacking only the images no earlier entry fooled, eps in increasing order, an image fooled at a
+smaller eps keeping its example at larger ones (``reuse_eps = false`` turns that off):
+:class:`robustcars.attacks.cascade.Cascade`. Its results land in ``OUT/cascade/`` with, per image and eps, the
+entry that fooled it first (``fooled_by``) and the passes each entry spent. Every entry must then share one
+norm and one eps list.
+
+Everything is validated before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from robustcars.errors import ConfigError, RobustcarsError
+from robustcars.evaluation.checks import (
+    min_norm_checks,
+    min_norms_by_path,
+    suite_checks,
+    weaker_than_reference,
+    worst_case,
+)
+from robustcars.evaluation.model_card import CARD_NAME, suite_card
+from robustcars.registry import attack_spec, check_eps, validate_params
+
+RESERVED = {"name", "eps", "label", "max_images"}
+CASCADE_LABEL = "cascade"
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+__all__ = ["Suite", "SuiteEntry", "load_suite", "min_norm_checks", "run_suite", "suite_checks"]
+
+
+@dataclass
+class SuiteEntry:
+    attack: str
+    eps: list[float]
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+    max_images: int | None = None
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    entries: list[SuiteEntry]
+    path: str
+    cascade_of: list[str] = field(default_factory=list)  # the labels chained by a cascade suite, in order
+
+
+def _entry(path: Path, i: int, item: Any, default_limit: Any) -> SuiteEntry:
+    where = f"{path}: attack #{i}"
+    if not isinstance(item, dict) or "name" not in item or "eps" not in item:
+        raise ConfigError(f"{where} needs 'name' and 'eps'")
+    params = {k: v for k, v in item.items() if k not in RESERVED}
+    try:
+        attack_spec(item["name"])
+        validate_params(item["name"], params)
+        eps = sorted(set(check_eps(item["eps"])))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    label = item.get("label", item["name"])
+    if not isinstance(label, str) or not _LABEL.match(label):
+        raise ConfigError(f"{where}: label must be a folder name of letters, digits, '_', '-', '.', got {label!r}")
+    limit = item.get("max_images", default_limit)
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"{where}: max_images must be an integer >= 1, got {limit!r}")
+    return SuiteEntry(item["name"], eps, label, params, limit)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a whole suite file before anything runs.
+
+    Raises:
+        ConfigError: missing file, TOML syntax, unknown attack or parameter, a parameter of the wrong type or
+            range, eps not numbers in [0, 1], a bad label or max_images, duplicate labels.
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"suite file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read suite file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    items = doc.get("attack")
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{path}: no [[attack]] entries")
+    entries = [_entry(path, i, item, doc.get("max_images")) for i, item in enumerate(items, 1)]
+    labels = [e.label for e in entries]
+    dup = next((x for x in labels if labels.count(x) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"{path}: label {dup!r} used twice; give each entry a distinct 'label'")
+    name, description = str(doc.get("name", path.stem)), str(doc.get("description", ""))
+    if "cascade" not in doc and "reuse_eps" not in doc:
+        return Suite(name, description, entries, str(path))
+    if not isinstance(doc.get("cascade", False), bool) or not isinstance(doc.get("reuse_eps", True), bool):
+        raise ConfigError(f"{path}: cascade and reuse_eps must be true or false")
+    if not doc.get("cascade", False):
+        if "reuse_eps" in doc:
+            raise ConfigError(f"{path}: reuse_eps goes with cascade = true")
+        return Suite(name, description, entries, str(path))
+    return Suite(name, description, [_cascade_entry(path, entries, doc.get("reuse_eps", True))], str(path),
+                 [e.label for e in entries])
+
+
+def _cascade_entry(path: Path, entries: list[SuiteEntry], reuse_eps: bool) -> SuiteEntry:
+    """The one ``cascade`` entry that chains a cascade suite's entries (see the module docstring)."""
+    norms = {attack_spec(e.attack).norm for e in entries}
+    if len(norms) > 1:
+        raise ConfigError(f"{path}: a cascade chains attacks of one norm; these mix {' and '.join(sorted(norms))}")
+    if len({tuple(e.eps) for e in entries}) > 1:
+        raise ConfigError(f"{path}: every entry of a cascade needs the same eps list")
+    if len({e.max_images for e in entries}) > 1:
+        raise ConfigError(f"{path}: a cascade attacks one set of images; set max_images at the top level only")
+    name = "cascade" if norms == {"linf"} else "cascade_l2"
+    params = {"attacks": [{"name": e.attack, "label": e.label, **e.params} for e in entries], "reuse_eps": reuse_eps}
+    try:
+        validate_params(name, params)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return SuiteEntry(name, list(entries[0].eps), CASCADE_LABEL, params, entries[0].max_images)
+
+
+def entry_config(base, entry: SuiteEntry, out: Path):
+    """The AttackConfig of one suite entry (``base`` gives run, device, batch size, ...)."""
+    return replace(base, attack=entry.attack, eps=list(entry.eps), params=dict(entry.params),
+                   out=str(out / entry.label), max_images=entry.max_images or base.max_images)
+
+
+def _precheck(configs: list, labels: list[str], resume: bool, source=None, images=None) -> None:
+    """Everything that could stop the suite half-way is checked before its first attack: each entry against
+    the run and data (targets, classes, folders), and the resume rules of each entry folder."""
+    from robustcars.evaluation.resume import ResumeState
+    from robustcars.evaluation.runner import prepare
+
+    for label, cfg in zip(labels, configs):
+        try:
+            prepare(cfg, source, images)
+            out = Path(cfg.out)
+            records = out / "records.jsonl"
+            if (records.is_file() and records.stat().st_size > 0) or any(out.glob("records.rank*.jsonl")):
+                if not resume:
+                    raise ConfigError(f"{out} already holds attack records; pass --resume to continue the suite "
+                                      "or choose another --out")
+                state = ResumeState.load(out)
+                if state is None or state.fingerprint != cfg.fingerprint():
+                    raise ConfigError(f"{out} holds results of a different configuration (the entry changed since "
+                                      "it ran); give the changed entry a new label")
+        except RobustcarsError as exc:
+            raise type(exc)(f"suite entry {label!r}: {exc}") from None
+
+
+def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, command: str = "", source=None,
+              images=None) -> dict[str, Any]:
+    """Run every entry of ``suite`` with :func:`robustcars.evaluation.runner.run_attack` into ``base.out/<label>``
+    and write ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them.
+
+    With ``resume``, finished entries whose configuration did not change are reused as they are (not
+    rewritten), interrupted ones continue, new ones run; a finished suite resumed unchanged is left byte for
+    byte as it was (its ``suite.json`` is returned with ``"unchanged": True``).
+    """
+    from robustcars import distributed as D
+    from robustcars import storage as rio
+    from robustcars.evaluation.runner import SCHEMA_VERSION, run_attack
+    from robustcars.lock import process_lock
+    from robustcars.reporting.results import load_attack
+    from robustcars.runtime import resolve_device
+
+    out = Path(base.out)
+    configs = [entry_config(base, e, out) for e in suite.entries]
+    for c in configs:
+        c.validate()
+    _precheck(configs, [e.label for e in suite.entries], resume, source, images)
+    reproduce = base.command(suite=str(Path(suite.path).resolve()))
+    d, _ = D.init(resolve_device(base.device))
+    with process_lock(out, d):
+        results = {}
+        for entry, cfg in zip(suite.entries, configs):
+            results[entry.label] = run_attack(cfg, resume=resume, reporter=reporter, command=command, source=source,
+                                              images=images, reproduce=reproduce)
+        if not all(results.values()):  # a non-zero torchrun rank: rank 0 writes the summary
+            return {}
+        if all(r.get("unchanged") for r in results.values()) and (out / "suite.json").is_file():
+            from robustcars.reporting.results import read_json_file
+
+            return {**read_json_file(out / "suite.json", "suite summary"), "unchanged": True}
+        summary = _summary(suite, results, out, (command, reproduce), SCHEMA_VERSION, load_attack)
+        rio.write_json(out / CARD_NAME, suite_card(summary, results))
+        rio.write_json(out / "suite.json", summary)
+        rio.write_csv(out / "suite.csv", summary["rows"])
+    return summary
+
+
+def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, command: tuple[str, str], schema: int,
+             load_attack) -> dict[str, Any]:
+    first = results[suite.entries[0].label]
+    rows = [first["rows"][0]]  # clean row once for the images most entries share
+    for label, res in results.items():
+        if res["data"]["images"] != first["data"]["images"]:  # e.g. C&W on a subset: its own clean row
+            rows.append({**res["rows"][0], "label": label})
+        rows += [{**r, "label": label} for r in res["rows"][1:]]
+    loaded = {label: load_attack(out / label) for label in results}
+    min_norms = {label: (res["config"]["attack"], min_norms_by_path(loaded[label].records))
+                 for label, res in results.items() if "min_norms" in res}
+    worst = worst_case({label: (res, loaded[label].records) for label, res in results.items()})
+    return {
+        "schema_version": schema, "kind": "robustcars-suite", "suite": suite.name, "command": command[0],
+        "reproduce": command[1],
+        "description": suite.description, "suite_file": suite.path,
+        "results": {k: str(out / k / "attack.json") for k in results},
+        "rows": rows + worst,
+        "worst_case": worst,
+        "checks": weaker_than_reference(results) + suite_checks(results) + min_norm_checks(min_norms)
+        + [dict(c, attack=label) for label, res in results.items() for c in res["checks"]],
+        "run": first["run"], "data": first["data"],
+        "cost": {label: res["cost"] for label, res in results.items()},
+        "min_norms": {label: res["min_norms"] for label, res in results.items() if "min_norms" in res},
+        "fooled_by": {label: res["fooled_by"] for label, res in results.items() if "fooled_by" in res},
+    }
