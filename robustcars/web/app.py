@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import secrets
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,11 +38,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
+from robustcars.config import TrainConfig, train_options
 from robustcars.errors import CheckpointError, ConfigError, DataError, RobustcarsError
 from robustcars.registry import ARCHITECTURES, EPS_GRID, attack_names, attack_norms, check_eps, validate_params
 from robustcars.web.jobs import Busy, JobManager, UnknownJob
+from robustcars.web.listing import list_datasets
 from robustcars.web.paths import OutsideRoot, check_name, inside
 
 log = logging.getLogger("robustcars.web")
@@ -119,25 +122,37 @@ def parse_params(text: str) -> dict[str, Any]:
     return given
 
 
-class TrainRequest(BaseModel):
-    """The training form; the same options as ``robustcars train``."""
+_WEB_PATTERNS = {"weights": "^(imagenet|none)$"}  # a browser may not name a weights file on the server
 
-    name: str = Field(description="new run folder inside --runs")
-    data: str = Field(".", description="dataset folder, relative to --data")
-    arch: str = "efficientnet_lite0"
-    weights: str = Field("imagenet", pattern="^(imagenet|none)$")
-    epochs: int = Field(10, ge=1, le=500)
-    patience: int = Field(5, ge=1)
-    lr: float = Field(1e-3, gt=0, lt=1)
-    batch_size: int = Field(32, ge=1, le=1024)
-    img_size: int = Field(160, ge=16, le=1024)
-    freeze: int = Field(0, ge=0)
-    weight_decay: float = Field(0.05, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    limit_per_class: int | None = Field(None, ge=1)
-    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
-    workers: int = Field(2, ge=0, le=16)
-    seed: int = 0
+
+def _train_request_model() -> type[BaseModel]:
+    """The training form's request model, built from :func:`robustcars.config.train_options` (``web=True``):
+    the same defaults, ranges and help as ``robustcars train``. The architecture is checked by
+    :func:`_train_args` (a 400 naming the choices); other choices by a pattern (422)."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields: dict[str, Any] = {
+        "name": (str, Field(description="new run folder inside --runs")),
+        "data": (str, Field(".", description="dataset folder, relative to --data ('.' = the data root itself)")),
+    }
+    for name, default, o in train_options(web=True):
+        pattern = _WEB_PATTERNS.get(name) or (f"^({'|'.join(o.choices)})$" if o.choices and name != "arch" else None)
+        fields[name] = (hints[name], Field(default, ge=o.min if o.ge is None else o.ge, le=o.max, gt=o.gt, lt=o.lt,
+                                           pattern=pattern, description=o.help))
+    return create_model("TrainRequest", __doc__="The training form; the options of ``robustcars train``.", **fields)
+
+
+TrainRequest = _train_request_model()
+
+
+def train_form() -> list[dict[str, Any]]:
+    """The training form's fields for the template: label, name, default, range and choices, from the config."""
+    out = []
+    for name, default, o in train_options(web=True):
+        choices = ["imagenet", "none"] if name == "weights" else list(o.choices or ())
+        out.append({"name": name, "label": o.web, "default": "" if default is None else default, "help": o.help,
+                    "min": o.min if o.ge is None else o.ge, "max": o.max, "choices": choices,
+                    "kind": "select" if choices else "number"})
+    return out
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -216,7 +231,8 @@ def _pages(app: FastAPI, settings: ServeSettings, templates: Jinja2Templates) ->
             return templates.TemplateResponse(request, template, {"attacks": attack_names(),
                                                                    "attack_norms": attack_norms(),
                                                                    "eps_grid": EPS_GRID,
-                                                                   "archs": list(ARCHITECTURES)})
+                                                                   "train_form": train_form(),
+                                                                   "datasets": list_datasets(settings.data)})
         return handler
 
     for url, template in (("/", "inference.html"), ("/train", "train.html"), ("/runs", "runs.html")):
@@ -339,8 +355,6 @@ def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
     Raises:
         ConfigError: a bad name, an unknown architecture, a data folder outside ``--data`` or without data.
     """
-    from robustcars.config import TrainConfig
-
     check_name(req.name, "run name")
     target = settings.runs / req.name
     if target.is_symlink() or target.exists():
@@ -350,22 +364,14 @@ def _train_args(req: TrainRequest, settings: ServeSettings) -> list[str]:
     data = inside(settings.data, req.data)
     if not data.is_dir():
         raise DataError(f"no dataset folder {req.data!r} in the data root")
-    cfg = TrainConfig(data=str(data), out=str(settings.runs / req.name), arch=req.arch, weights=req.weights,
-                      freeze=req.freeze, epochs=req.epochs, patience=req.patience, img_size=req.img_size,
-                      batch_size=req.batch_size, lr=req.lr, weight_decay=req.weight_decay,
-                      label_smoothing=req.label_smoothing, device=req.device, seed=req.seed, workers=req.workers,
-                      limit_per_class=req.limit_per_class, resize="squash").validate()
+    given = req.model_dump(exclude={"name", "data"})
+    cfg = TrainConfig(data=str(data), out=str(settings.runs / req.name), **given).validate()
     from robustcars.data.cars import load_cars
 
     load_cars(cfg.data)  # the layout and classes, before a process is started
-    args = ["--data", cfg.data, "--arch", cfg.arch, "--weights", cfg.weights, "--epochs", str(cfg.epochs),
-            "--patience", str(cfg.patience), "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size),
-            "--img-size", str(cfg.img_size), "--freeze", str(cfg.freeze), "--weight-decay", str(cfg.weight_decay),
-            "--label-smoothing", str(cfg.label_smoothing), "--device", cfg.device, "--workers", str(cfg.workers),
-            "--seed", str(cfg.seed), "--resize", cfg.resize]
-    if cfg.limit_per_class:
-        args += ["--limit-per-class", str(cfg.limit_per_class)]
-    return args
+    args = cfg.args()
+    i = args.index("--out")
+    return args[:i] + args[i + 2:]  # the job manager gives --out
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -57,3 +57,14 @@ def list_reports(root: Path) -> list[dict[str, Any]]:
         out.append({"name": d.name, "title": rep.get("title", d.name), "created": rep.get("created"),
                     "models": len(rep.get("models", [])), "url": f"/reports/{d.name}/index.html"})
     return out
+
+
+def list_datasets(root: Path) -> list[str]:
+    """Class-folder datasets the training form offers: ``.`` when ``root`` itself holds ``train/``, and every
+    folder under it (one or two levels down) that does, relative to ``root``; sorted."""
+    if not root.is_dir():
+        return []
+    found = ["."] if (root / "train").is_dir() else []
+    for pattern in ("*/train", "*/*/train"):
+        found += sorted(str(p.parent.relative_to(root)) for p in root.glob(pattern) if p.is_dir())
+    return found

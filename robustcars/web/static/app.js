@@ -169,7 +169,10 @@ function trainPage() {
     e.preventDefault();
     showError("");
     const f = new FormData(e.target), body = {};
-    for (const [k, v] of f.entries()) if (v !== "") body[k] = ["name", "data", "arch", "weights", "device"].includes(k) ? v : Number(v);
+    for (const [k, v] of f.entries()) {
+      const field = e.target.elements[k];
+      if (v !== "") body[k] = field.tagName === "SELECT" || field.type !== "number" ? v : Number(v);
+    }
     try {
       const r = await api("/api/train", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
       watch(r.job);
