@@ -11,7 +11,7 @@ The code is in layers; each may import only those below it (checked by ``lint-im
     reporting | attacks      reading and drawing results | the attacks (two independent layers)
     models                   architectures, external models, checkpoints, model sources
     data                     Stanford Cars layouts, images as the model sees them
-    config | lock | storage | runtime | console | version       shared foundations
+    config | lock | storage | runtime | console | version | progress    shared foundations
     registry | distributed | metrics
     errors
 """

@@ -122,7 +122,7 @@ class RichTrainReporter:
             detail = ", ".join(f"{k} {v}" for k, v in d.items() if k != "method")
             console.print(f"[bold]{d['method']}[/]: {detail}", soft_wrap=True)
 
-    def phase(self, name: str, total: int):
+    def phase(self, name: str, total: int, **where: Any):
         self.bar = _Bar(name, total)
         return self.bar.advance
 
@@ -130,6 +130,8 @@ class RichTrainReporter:
         if self.bar:
             self.bar.stop()
             self.bar = None
+
+    def end(self) -> None: ...
 
     def epoch(self, row: dict[str, float], improved: bool) -> None:
         console.print(

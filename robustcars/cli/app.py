@@ -262,6 +262,8 @@ def _train_parameters() -> list[inspect.Parameter]:
         option("threads", int | None, None, "CPU threads for torch (default: torch's choice).", "Performance", min=1),
         option("resume", bool, False, "Continue the run in --out from its last completed epoch (its saved options "
                "are used).", "Output"),
+        option("events", Path | None, None, "Also write progress as JSON lines to this file (start, phase, advance, "
+               "epoch, end; appended), for programs that follow the job.", "Output", show_default=False),
     ]
 
 
@@ -272,7 +274,7 @@ def train(**options: Any) -> None:
 
     given = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
     data, out = given.pop("data") or Path(default_data()), given.pop("out")
-    threads, resume = given.pop("threads"), given.pop("resume")
+    threads, resume, events = given.pop("threads"), given.pop("resume"), given.pop("events")
     distill_from, weights = given["distill_from"], given["weights"]
     cfg = TrainConfig(data=str(data.resolve()), out=str(out), **given)
     if not resume:  # a resumed run uses its saved options
@@ -293,7 +295,12 @@ def train(**options: Any) -> None:
     set_threads(threads)
     main_rank = D.env_is_main()
     try:
-        result = fit(cfg, resume=resume, reporter=RichTrainReporter() if main_rank else Reporter(), command=_typed())
+        reporter = RichTrainReporter() if main_rank else Reporter()
+        if events is not None and main_rank:
+            from robustcars.progress import JsonLinesEvents, Tee
+
+            reporter = Tee(reporter, JsonLinesEvents(events))
+        result = fit(cfg, resume=resume, reporter=reporter, command=_typed())
     finally:
         D.shutdown()
     if not main_rank:

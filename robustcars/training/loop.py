@@ -175,9 +175,10 @@ class Reporter:
     """What :func:`fit` tells the outside world; the CLI passes a rich implementation."""
 
     def start(self, info: dict[str, Any]) -> None: ...
-    def phase(self, name: str, total: int) -> Callback: return lambda n: None
+    def phase(self, name: str, total: int, **where: Any) -> Callback: return lambda n: None
     def end_phase(self) -> None: ...
     def epoch(self, row: dict[str, float], improved: bool) -> None: ...
+    def end(self) -> None: ...
 
 
 def _checkpoint_payload(cfg: TrainConfig, data: CarsData, model: nn.Module, frozen: list[str], epoch: int,
@@ -405,6 +406,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     summary = _run_summary(cfg, sel.history, commands, frozen, sel.best_epoch, sel.best_score, stopped_early,
                            sel.collapse)
     test = _finish_run(cfg, data, model, sel.history, summary, eval_tf, d, device, rep)
+    rep.end()
     return FitResult(out, sel.history, sel.best_epoch, sel.best_score, test, stopped_early, seconds)
 
 
@@ -419,10 +421,12 @@ def _one_epoch(cfg: TrainConfig, epoch: int, net: nn.Module, model: nn.Module, d
     loss_fn = _epoch_loss(cfg, epoch, len(train_loader), opt.criterion, frozen, teacher)
     tr = train_one_epoch(net, train_loader, opt.optimizer, opt.criterion, device, frozen=frozen,
                          scaler=opt.scaler, batch_loss=loss_fn,
-                         on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} train", images_per_epoch(train_loader)))
+                         on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} train", images_per_epoch(train_loader),
+                                            phase="train", epoch=epoch, epochs=cfg.epochs))
     rep.end_phase()
     va = evaluate(model, val_loader, device, criterion=opt.criterion,
-                  on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} val", n_val))
+                  on_batch=rep.phase(f"epoch {epoch}/{cfg.epochs} val", n_val, phase="val", epoch=epoch,
+                                     epochs=cfg.epochs))
     rep.end_phase()
     opt.scheduler.step()
     row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"], "train_f1": tr["f1"],
@@ -525,7 +529,8 @@ def _finish_run(cfg: TrainConfig, data: CarsData, model: nn.Module, history: lis
         model.load_state_dict(best["state_dict"])
         test_loader = make_loader(CarsDataset(data.split("test"), eval_tf), cfg.batch_size, shuffle=False,
                                   workers=cfg.workers, device=device)
-        te = evaluate(model, test_loader, device, on_batch=rep.phase("test (best model)", len(data.split("test"))))
+        te = evaluate(model, test_loader, device, on_batch=rep.phase("test (best model)", len(data.split("test")),
+                                                                    phase="test"))
         rep.end_phase()
         test = {"test_acc": te["acc"], "test_f1": te["f1"], "test_loss": te["loss"], "test_images": len(te["label"])}
     if d.is_main:

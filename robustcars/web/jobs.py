@@ -1,6 +1,7 @@
 """Training jobs of the web app: each is ``robustcars train`` in its own process, writing an ordinary run folder.
 
-* The job's log is ``RUN/train.log`` (plain progress lines, no TTY) and its state ``RUN/job.json``; a job keeps
+* The job's log is ``RUN/train.log`` (plain lines, no TTY), its progress ``RUN/events.jsonl`` (JSON-lines events,
+  :mod:`robustcars.progress`: the page never parses the log) and its state ``RUN/job.json``; a job keeps
   running when the browser closes, and a server restarted after a crash shows a job that was running as
   ``interrupted`` (its process is gone), which :meth:`JobManager.resume` continues with ``--resume``.
 * At most ``max_running`` jobs run at once (default 1): another start is refused with :class:`Busy`.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,10 +24,11 @@ from typing import Any
 
 from robustcars import storage as rio
 from robustcars.errors import ConfigError, RobustcarsError
+from robustcars.progress import read_events, training_progress
 
 ACTIVE = ("running",)
 RESUMABLE = ("interrupted", "cancelled", "failed")
-_PROGRESS = re.compile(r"^epoch (\d+)/(\d+) (train|val): (\d+)/(\d+) img")
+EVENTS_NAME = "events.jsonl"  # the job's progress events (robustcars.progress), the page's progress bar
 
 
 class Busy(RobustcarsError):
@@ -103,9 +104,10 @@ class JobManager:
             if not resume and (run.exists() or run.is_symlink()):
                 raise ConfigError(f"run {run_name!r} exists already; choose another name")
             run.mkdir(parents=True, exist_ok=True)
-            argv = [sys.executable, "-m", "robustcars", "train", *args, "--out", str(run)]
+            events = ["--events", str(run / EVENTS_NAME)]
+            argv = [sys.executable, "-m", "robustcars", "train", *args, "--out", str(run), *events]
             if resume:
-                argv = [sys.executable, "-m", "robustcars", "train", "--out", str(run), "--resume"]
+                argv = [sys.executable, "-m", "robustcars", "train", "--out", str(run), "--resume", *events]
             log = open(run / "train.log", "ab")  # noqa: SIM115 - handed to the child, closed below
             env = {**os.environ, "ROBUSTCARS_PROGRESS_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
             try:
@@ -159,7 +161,8 @@ class JobManager:
         history = []
         if (run / "history.csv").is_file():
             history = rio.read_history(run / "history.csv")
-        return {**asdict(job), "progress": 1.0 if job.state == "done" else _progress(lines),
+        progress = training_progress(read_events(run / EVENTS_NAME))
+        return {**asdict(job), "progress": 1.0 if job.state == "done" else progress,
                 "history": history, "log": lines[-log_lines:]}
 
     def shutdown(self, timeout: float = 20.0) -> None:
@@ -176,14 +179,3 @@ class JobManager:
                 proc.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def _progress(lines: list[str]) -> float:
-    """Share of the job done, from the last plain progress line ``epoch E/N train: i/n img``."""
-    for line in reversed(lines):
-        m = _PROGRESS.match(line)
-        if m:
-            e, n, phase, i, total = int(m[1]), int(m[2]), m[3], int(m[4]), int(m[5])
-            frac = i / max(total, 1) * (0.9 if phase == "train" else 0.1) + (0.9 if phase == "val" else 0.0)
-            return min(1.0, (e - 1 + frac) / n)
-    return 0.0
