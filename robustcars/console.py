@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from robustcars.registry import SUITE_KIND
+
 LOG_WIDTH = 160  # columns of tables written to a file or pipe
 
 
@@ -227,9 +229,8 @@ def attack_table(result: dict[str, Any]) -> Table:
 def min_norm_lines(result: dict[str, Any]) -> list[str]:
     """One line per minimum-norm attack: median (IQR) minimal norm over clean-correct images, share found."""
     blocks = result.get("min_norms") or {}
-    if "attacked" in blocks:  # a single attack's attack.json
-        first = result["rows"][1] if len(result["rows"]) > 1 else {"attack": ""}
-        blocks = {first.get("label", first["attack"]): blocks}
+    if blocks and result.get("kind") != SUITE_KIND:  # one attack's attack.json: one block, not one per entry
+        blocks = {result["config"]["attack"]: blocks}
     lines = []
     for label, b in blocks.items():
         norm = "L∞" if b["norm"] == "linf" else "L2"
@@ -247,8 +248,8 @@ def cascade_lines(result: dict[str, Any]) -> list[str]:
     then the passes per image each attack spent."""
     blocks = result.get("fooled_by") or {}
     costs = result.get("cost") or {}
-    if isinstance(blocks, list):  # a single attack's attack.json
-        blocks, costs = {result["rows"][1]["attack"]: blocks}, {result["rows"][1]["attack"]: costs}
+    if blocks and result.get("kind") != SUITE_KIND:  # one attack's attack.json: one block, not one per entry
+        blocks, costs = {result["config"]["attack"]: blocks}, {result["config"]["attack"]: costs}
     lines = []
     for label, per_eps in blocks.items():
         for b in per_eps:

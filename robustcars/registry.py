@@ -27,6 +27,9 @@ GREY_LEVEL = 1 / 255  # one step of the 8-bit grid in [0, 1] pixel scale (eps k/
 TARGETS = ("least_likely", "runner_up")
 SEED_MAX = 2**32 - 1  # seeds are in [0, 2**32): what numpy and torch accept
 
+#: The ``kind`` field of the result files, by which readers tell them apart (never by their shape).
+ATTACK_KIND, SUITE_KIND = "robustcars-attack", "robustcars-suite"
+
 
 # --- typed parameter checks ------------------------------------------------------------------------
 

@@ -70,7 +70,13 @@ def test_evaluate_matches_the_cli_on_the_same_model(trained, tmp_path):
     assert net.training
     cli = records(root / "cli")
     assert records(tmp_path / "folder") == cli
-    assert by_folder["rows"] == json.loads((root / "cli" / "attack.json").read_text())["rows"]
+    cli_result = json.loads((root / "cli" / "attack.json").read_text())
+    assert by_folder.to_dict()["rows"] == by_folder["rows"] == cli_result["rows"]
+    # typed: the clean row by its kind, robust accuracy by its budget
+    assert by_folder.clean_accuracy == cli_result["clean"]["accuracy"] and by_folder.eps == [0.02, 0.05]
+    assert by_folder.robust_accuracy(0.05) == next(r["accuracy"] for r in cli_result["rows"] if r["eps"] == 0.05)
+    with pytest.raises(KeyError, match="no row at eps 0.03; this result has eps 0.02, 0.05"):
+        by_folder.robust_accuracy(0.03)
     ds = Tensors(data, 32)
     loader = DataLoader(ds, batch_size=4)
     by_dataset = robustcars.evaluate(net, loader, out=tmp_path / "dataset", eps=[0.02, 0.05], batch_size=4,

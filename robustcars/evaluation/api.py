@@ -7,7 +7,8 @@ Example:
     >>> result = robustcars.evaluate(net, "data/stanford-cars", attack="pgd", eps=[0.001, 0.002],
     ...                              params={"steps": 10}, out="evals/resnet18-pgd", img_size=224,
     ...                              normalize=([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
-    >>> result["rows"][1]["accuracy"]   # robust accuracy at eps 0.001
+    >>> result.robust_accuracy(0.001), result.clean_accuracy
+    >>> result.to_dict()                  # the attack.json content
 
 Every argument is checked before anything is written: a wrong type or value raises :class:`ConfigError` (or
 :class:`DataError` for the images), naming the argument and what it accepts.
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from robustcars.errors import ConfigError
+from robustcars.reporting.results import AttackSummary, SuiteSummary, read_json_file
 
 
 def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attack: str = "fgsm",
@@ -34,8 +36,10 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
              img_size: int = 224, resize: str = "crop", split: str = "test", batch_size: int = 32,
              max_images: int | None = None, examples: int = 4, cam: int = 0, seed: int = 0, device: str = "auto",
              workers: int = 0, resume: bool = False, reporter: Any = None, name: str | None = None,
-             save_adv: bool = False, save_png: bool = False) -> dict[str, Any]:
-    """Attack every image of ``data`` and write the results to ``out``; returns attack.json (suite.json).
+             save_adv: bool = False, save_png: bool = False) -> AttackSummary | SuiteSummary:
+    """Attack every image of ``data`` and write the results to ``out``; returns what was measured, typed: an
+    :class:`~robustcars.reporting.results.AttackSummary` (a :class:`~robustcars.reporting.results.SuiteSummary`
+    for a suite), whose ``to_dict()`` is the attack.json (suite.json) content.
 
     Args:
         model: any ``nn.Module`` mapping float32 ``(N, 3, H, W)`` images to logits ``(N, K)``; evaluated in eval
@@ -86,8 +90,11 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
         if suite is not None:
             from robustcars.evaluation.suite import load_suite, run_suite
 
-            return run_suite(base, load_suite(suite), resume=resume, reporter=reporter, source=source, images=images)
-        return run_attack(base, resume=resume, reporter=reporter, source=source, images=images)
+            done = run_suite(base, load_suite(suite), resume=resume, reporter=reporter, source=source, images=images)
+            return SuiteSummary.from_dict(done, {label: read_json_file(path, "attack result (attack.json)")
+                                                 for label, path in done["results"].items()})
+        return AttackSummary.from_dict(run_attack(base, resume=resume, reporter=reporter, source=source,
+                                                  images=images))
     finally:
         model.train(was_training)
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from robustcars.registry import ATTACKS, GREY_LEVEL
+from robustcars.reporting.results import split_rows
 
 
 def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps: list[float], grad_zero: int | None,
@@ -17,10 +18,11 @@ def sanity_checks(rows: list[dict[str, Any]], records: list[dict[str, Any]], eps
     """Checks of one attack: accuracy non-increasing in eps, no attack above clean accuracy, every image inside
     its eps ball, and (FGSM) the share of all-zero input gradients."""
     checks = []
-    accs = [r["accuracy"] for r in rows[1:]]
+    clean, adversarial = split_rows(rows)
+    accs = [r["accuracy"] for r in adversarial]
     checks.append({"name": "accuracy_non_increasing_in_eps", "ok": all(b <= a + 1e-12 for a, b in zip(accs, accs[1:])),
                    "explain": "robust accuracy rose with a larger budget: a weak attack or gradient masking"})
-    checks.append({"name": "robust_not_above_clean", "ok": all(a <= rows[0]["accuracy"] + 0.01 for a in accs),
+    checks.append({"name": "robust_not_above_clean", "ok": all(a <= clean["accuracy"] + 0.01 for a in accs),
                    "explain": "an attack raised accuracy by more than 1 point: likely a bug in the attack"})
     key = "linf" if norm == "linf" else "l2"
     inside = all(a[key] <= e * (1 + 1e-5) + 1e-6 for r in records for a, e in zip(r["adv"], eps))
@@ -44,7 +46,7 @@ def realizability_checks(rows: list[dict[str, Any]], eps: list[float], norm: str
     * ``realizable_in_8bit``: fails where the robust accuracy on the adversarial images rounded to the 8-bit grid
       differs from the float one by more than ``margin`` (1 point).
     """
-    scored = [r for r in rows[1:] if "accuracy_8bit" in r]
+    scored = [r for r in split_rows(rows)[1] if "accuracy_8bit" in r]
     if not scored:
         return []
     checks = []
@@ -86,8 +88,8 @@ def suite_checks(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for weak, wm in results.items():
             if kinds[weak] != "single-step" or not _untargeted(wm) or _comparable(sm) != _comparable(wm):
                 continue
-            s_acc = {r["eps"]: r["accuracy"] for r in sm["rows"][1:]}
-            w_acc = {r["eps"]: r["accuracy"] for r in wm["rows"][1:]}
+            s_acc = {r["eps"]: r["accuracy"] for r in split_rows(sm["rows"])[1]}
+            w_acc = {r["eps"]: r["accuracy"] for r in split_rows(wm["rows"])[1]}
             worse = [e for e in sorted(s_acc.keys() & w_acc.keys()) if s_acc[e] > w_acc[e] + 1e-12]
             checks.append({"name": f"{strong}_no_weaker_than_{weak}", "ok": not worse, "eps": worse,
                            "pair": [strong, weak],
@@ -208,8 +210,8 @@ def weaker_than_reference(results: dict[str, dict[str, Any]], margin: float = 0.
         for ref, rm in results.items():
             if not _is_reference(rm, spec.norm) or _comparable(om) != _comparable(rm):
                 continue
-            o_acc = {r["eps"]: r["accuracy"] for r in om["rows"][1:]}
-            r_acc = {r["eps"]: r["accuracy"] for r in rm["rows"][1:]}
+            o_acc = {r["eps"]: r["accuracy"] for r in split_rows(om["rows"])[1]}
+            r_acc = {r["eps"]: r["accuracy"] for r in split_rows(rm["rows"])[1]}
             gaps = {e: o_acc[e] - r_acc[e] for e in sorted(o_acc.keys() & r_acc.keys())}
             if not gaps:
                 continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustcars.registry import ATTACKS, GREY_LEVEL
+from robustcars.reporting.results import split_rows
 
 CARD_NAME = "model_card.json"
 CARD_SCHEMA = "robustcars-model-card/1"
@@ -54,7 +55,7 @@ def _accuracy_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _card(meta: dict[str, Any], rows: list[dict[str, Any]], attacks: list[dict[str, Any]],
           worst: list[dict[str, Any]]) -> dict[str, Any]:
     run, data, cfg = meta["run"], meta["data"], meta["config"]
-    clean = rows[0]
+    clean = split_rows(rows)[0]
     return {
         "schema": CARD_SCHEMA,
         "model": {"name": run["arch"], "checkpoint": run.get("checkpoint"), "weights_origin": run.get("weights_origin"),

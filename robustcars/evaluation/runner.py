@@ -53,7 +53,7 @@ from robustcars.evaluation.summary import TOPK, summarize
 from robustcars.lock import process_lock
 from robustcars.metrics import entropy, ranks_of
 from robustcars.models.source import ModelSource, cam_module
-from robustcars.registry import check_attack_classes, fit_to_classes
+from robustcars.registry import ATTACK_KIND, check_attack_classes, fit_to_classes
 from robustcars.reporting.results import load_attack, read_records
 from robustcars.runtime import library_versions, resolve_device
 
@@ -580,7 +580,7 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
     summary["checks"] = sanity_checks(summary["rows"], records, cfg.eps, grad_zero, attacked, p.attack.norm)
     result = {
         "schema_version": SCHEMA_VERSION,
-        "kind": "robustcars-attack",
+        "kind": ATTACK_KIND,
         "command": command[0],
         "reproduce": command[1],
         "config": asdict(cfg),

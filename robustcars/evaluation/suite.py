@@ -44,7 +44,8 @@ from robustcars.evaluation.checks import (
     worst_case,
 )
 from robustcars.evaluation.model_card import CARD_NAME, suite_card
-from robustcars.registry import attack_spec, check_eps, validate_params
+from robustcars.registry import SUITE_KIND, attack_spec, check_eps, validate_params
+from robustcars.reporting.results import split_rows
 
 RESERVED = {"name", "eps", "label", "max_images"}
 CASCADE_LABEL = "cascade"
@@ -219,17 +220,18 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
 def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, command: tuple[str, str], schema: int,
              load_attack) -> dict[str, Any]:
     first = results[suite.entries[0].label]
-    rows = [first["rows"][0]]  # clean row once for the images most entries share
+    rows = [split_rows(first["rows"])[0]]  # clean row once for the images most entries share
     for label, res in results.items():
+        clean, adversarial = split_rows(res["rows"])
         if res["data"]["images"] != first["data"]["images"]:  # e.g. C&W on a subset: its own clean row
-            rows.append({**res["rows"][0], "label": label})
-        rows += [{**r, "label": label} for r in res["rows"][1:]]
+            rows.append({**clean, "label": label})
+        rows += [{**r, "label": label} for r in adversarial]
     loaded = {label: load_attack(out / label) for label in results}
     min_norms = {label: (res["config"]["attack"], min_norms_by_path(loaded[label].records))
                  for label, res in results.items() if "min_norms" in res}
     worst = worst_case({label: (res, loaded[label].records) for label, res in results.items()})
     return {
-        "schema_version": schema, "kind": "robustcars-suite", "suite": suite.name, "command": command[0],
+        "schema_version": schema, "kind": SUITE_KIND, "suite": suite.name, "command": command[0],
         "reproduce": command[1],
         "description": suite.description, "suite_file": suite.path,
         "results": {k: str(out / k / "attack.json") for k in results},

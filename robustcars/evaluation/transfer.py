@@ -28,6 +28,7 @@ from robustcars.evaluation.saved import SavedExamples, load_saved
 from robustcars.evaluation.summary import summarize
 from robustcars.lock import output_lock
 from robustcars.models.source import ModelSource, check_logits, from_run
+from robustcars.registry import ATTACK_KIND
 from robustcars.reporting.results import load_attack
 from robustcars.runtime import library_versions, resolve_device
 
@@ -125,7 +126,7 @@ def _score_and_write(saved: SavedExamples, source_meta: dict[str, Any], target: 
     summary["checks"] = sanity_checks(summary["rows"], records, saved.eps, None, len(records), tm["norm"])
     reproduce = f"robustcars transfer {origin[0]} --run {target.info['checkpoint']} --out {out}"
     result = {
-        "schema_version": SCHEMA_VERSION, "kind": "robustcars-attack", "command": origin[1] or reproduce,
+        "schema_version": SCHEMA_VERSION, "kind": ATTACK_KIND, "command": origin[1] or reproduce,
         "reproduce": reproduce, "config": asdict(cfg), "run": target.info, "data": source_meta["data"],
         "threat_model": tm,
         "transfer": {"source": origin[0], "source_run": source_meta["run"], "source_attack": cfg.attack,

@@ -28,7 +28,14 @@ from robustcars import storage as rio
 from robustcars.errors import ConfigError, DataError, StorageError
 from robustcars.lock import file_lock
 from robustcars.reporting.aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
-from robustcars.reporting.results import AttackResult, attack_dirs, load_attack, read_json_file, read_suite_result
+from robustcars.reporting.results import (
+    AttackResult,
+    attack_dirs,
+    load_attack,
+    read_json_file,
+    read_suite_result,
+    split_rows,
+)
 from robustcars.runtime import library_versions
 from robustcars.version import __version__
 
@@ -383,7 +390,7 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str, name: str
             label = f"{a.dir.parent.name}-{label}"
         used.add(label)
         att = _attack_entry(a, label, slug, class_names, out, panels)
-        model_curves[label] = [(r["eps"], r["accuracy"]) for r in att["rows"][1:]]
+        model_curves[label] = [(r["eps"], r["accuracy"]) for r in split_rows(att["rows"])[1]]
         entry["attacks"].append(att)
     if model_curves:
         norms, clean = _curve_keys(entry["attacks"])
@@ -402,7 +409,7 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str, name: str
 def _curve_keys(attacks: list[dict[str, Any]], prefix: str = "") -> tuple[dict[str, str], dict[str, float]]:
     """Per robustness curve (``prefix`` + attack label): its norm and the clean accuracy of its images."""
     return ({prefix + a["label"]: a["norm"] for a in attacks},
-            {prefix + a["label"]: a["rows"][0]["accuracy"] for a in attacks})
+            {prefix + a["label"]: split_rows(a["rows"])[0]["accuracy"] for a in attacks})
 
 
 def _attack_entry(a: AttackResult, label: str, slug: str, class_names: list[str] | None, out: Path, panels: str
@@ -476,16 +483,17 @@ def transfer_matrix(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not s["targets"]:
             continue
         own = next(a for m in models for a in m["attacks"] if a.get("saved_examples") == folder and "transfer" not in a)
-        eps = [r["eps"] for r in own["rows"][1:]]
-        rows = [{"target": s["source"].split(" · ")[0] + " (source, white-box)", "clean": own["rows"][0]["accuracy"],
-                 "accuracy": [r["accuracy"] for r in own["rows"][1:]],
-                 "success_rate": [r["success_rate"] for r in own["rows"][1:]]}]
-        for name, a in s["targets"].items():
-            rows.append({"target": name, "clean": a["rows"][0]["accuracy"],
-                         "accuracy": [r["accuracy"] for r in a["rows"][1:]],
-                         "success_rate": [r["success_rate"] for r in a["rows"][1:]]})
+        eps = [r["eps"] for r in split_rows(own["rows"])[1]]
+        rows = [_transfer_row(s["source"].split(" · ")[0] + " (source, white-box)", own["rows"])]
+        rows += [_transfer_row(name, a["rows"]) for name, a in s["targets"].items()]
         out.append({"source": s["source"], "dir": folder, "eps": eps, "rows": rows})
     return out
+
+
+def _transfer_row(target: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    clean, adversarial = split_rows(rows)
+    return {"target": target, "clean": clean["accuracy"], "accuracy": [r["accuracy"] for r in adversarial],
+            "success_rate": [r["success_rate"] for r in adversarial]}
 
 
 def image_set_id(records: list[dict[str, Any]]) -> str:
@@ -507,7 +515,7 @@ def _curves(m: dict[str, Any]) -> dict[str, dict[float, float]]:
         for w in su["worst_case"]:
             curves.setdefault(f"worst case ({su['suite']}, {w['norm']})", {})[w["eps"]] = w["accuracy"]
     for a in m["attacks"]:
-        curves[a["label"]] = {r["eps"]: r["accuracy"] for r in a["rows"][1:]}
+        curves[a["label"]] = {r["eps"]: r["accuracy"] for r in split_rows(a["rows"])[1]}
     return curves
 
 
@@ -567,7 +575,7 @@ def defence_comparison(models: list[dict[str, Any]]) -> dict[str, Any] | None:
             same = (a["attack"], a["norm"], json.dumps(a.get("params", {}), sort_keys=True, default=str),
                     a.get("image_set"))
             shown.setdefault(same, f"{a['label']} ({a['images']} images)")
-            for r in a["rows"][1:]:
+            for r in split_rows(a["rows"])[1]:
                 for what, key in (("robust accuracy", "accuracy"), ("mean entropy (nats)", "entropy_mean"),
                                   ("clean top-1 out of the top 3", "top1_left_top3")):
                     if key in r:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcars.errors import DataError
-from robustcars.reporting.results import attack_dirs, read_json_file
+from robustcars.reporting.results import attack_dirs, read_json_file, split_rows
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -39,8 +39,8 @@ def list_runs(root: Path, jobs) -> list[dict[str, Any]]:
                 continue
             attacks.append({"label": str(d.relative_to(run)), "attack": meta["config"]["attack"],
                             "norm": meta["threat_model"]["norm"], "images": meta["data"]["images"],
-                            "clean_accuracy": meta["rows"][0]["accuracy"],
-                            "robust_accuracy": {f"{r['eps']:g}": r["accuracy"] for r in meta["rows"][1:]}})
+                            "clean_accuracy": split_rows(meta["rows"])[0]["accuracy"],
+                            "robust_accuracy": {f"{r['eps']:g}": r["accuracy"] for r in split_rows(meta["rows"])[1]}})
         out.append({"name": run.name, "arch": config.get("arch"), "img_size": config.get("img_size"),
                     "weights": config.get("weights"), "trained": (run / "best.pt").is_file(),
                     "test_accuracy": metrics.get("test_acc"), "test_macro_f1": metrics.get("test_f1"),
