@@ -26,6 +26,8 @@ All inputs float32 ``(N, C, H, W)`` in [0, 1]; labels int64 ``(N,)``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -169,12 +171,16 @@ class _Iterative(Attack):
 
     random_start = False
 
-    def __init__(self, steps: int = 10, alpha: float | None = None, restarts: int = 1,
-                 target: str | int | None = None, early_stop: bool = False, seed: int = 0) -> None:
-        v = validate_params(self.name, {"steps": steps, "alpha": alpha, "restarts": restarts, "target": target,
-                                        "early_stop": early_stop, "seed": seed})  # raises ConfigError
-        self.steps, self.alpha, self.restarts, self.target, self.early_stop, self.seed = (
-            v["steps"], v["alpha"], v["restarts"], v["target"], v["early_stop"], v["seed"])
+    def __init__(self, **params: Any) -> None:
+        """``params`` by the registry's names (``steps``, ``alpha``, ``restarts``, ``target``, ``early_stop``,
+        ``seed``; ``random_start`` for PGD, ``decay`` for MI-FGSM); defaults and ranges are the registry's alone
+        (``robustcars attacks`` lists them).
+
+        Raises:
+            ConfigError: an unknown parameter, or a value of the wrong type or out of range.
+        """
+        for key, value in validate_params(self.name, params).items():
+            setattr(self, key, value)
 
     @property
     def targeted(self) -> bool:
@@ -234,10 +240,6 @@ class PGDLinf(_Iterative):
 
     name, norm = "pgd", "linf"
 
-    def __init__(self, *args, random_start: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.random_start = validate_params(self.name, {"random_start": random_start})["random_start"]
-
     def core(self, model, x, y, eps, generator):
         return pgd_run(model, x, y, eps=eps, norm=self.norm, steps=self.steps, alpha=self.step_size(eps),
                        random_start=self.random_start, targeted=self.targeted, early_stop=self.early_stop,
@@ -254,10 +256,6 @@ class MIFGSM(_Iterative):
     """MI-FGSM (Dong et al. 2018), L∞, momentum ``decay`` (default 1.0)."""
 
     name, norm = "mifgsm", "linf"
-
-    def __init__(self, *args, decay: float = 1.0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.decay = validate_params(self.name, {"decay": decay})["decay"]
 
     def core(self, model, x, y, eps, generator):
         return mi_fgsm_run(model, x, y, eps=eps, steps=self.steps, decay=self.decay, alpha=self.step_size(eps),
