@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -443,6 +444,23 @@ def check_normalization(mean: Sequence[Any] | None, std: Sequence[Any] | None) -
     if len(mean) != 3 or len(std) != 3 or not all(_is_number(v) for v in values) or any(s <= 0 for s in std):
         raise ConfigError(f"--mean and --std take three finite numbers each (std > 0), got {list(mean)} and "
                           f"{list(std)}")
+
+
+def param_help(name: str) -> str:
+    """The help of a parameter shared by several attacks (``--steps``, ``--alpha``…), generated from the
+    registry: what it is, then the default of every attack that has it (a default stated in a parameter's help,
+    ``[default: 2.5·eps/steps]``, is shown as stated)."""
+    having = [(spec.name, spec.param(name)) for spec in ATTACKS.values() if spec.param(name) is not None]
+    if not having:
+        return ""
+    defaults: dict[str, list[str]] = {}
+    for attack, p in having:
+        stated = re.search(r"\[default: ([^\]]+)\]", p.help)
+        text = stated.group(1) if stated else ("none" if p.default is None else f"{p.default}")
+        defaults.setdefault(text, []).append(attack)
+    what = re.sub(r"\s*\[default: [^\]]+\]", "", having[0][1].help)
+    shown = "; ".join(f"{v} for {', '.join(a)}" for v, a in defaults.items())
+    return f"{what[:1].upper()}{what[1:]} \\[default: {shown}]."
 
 
 def attack_help() -> str:

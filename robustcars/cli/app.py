@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
 
 from robustcars.config import DATA_ENV, DEFAULT_DATA, default_data
 from robustcars.errors import ConfigError, DataError, RobustcarsError
-from robustcars.registry import ADVERSARIAL_TRAINING, ARCHITECTURES, attack_help, attack_names
+from robustcars.registry import ADVERSARIAL_TRAINING, ARCHITECTURES, attack_names, param_help
 
 
 def _fail(message: str, code: int) -> None:
@@ -342,11 +342,11 @@ def attack(
     resize: Annotated[Resize | None, typer.Option(help="For --model: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size \\[default: crop; a run uses its own].", show_default=False)] = None,
     eps: Annotated[list[float] | None, typer.Option(metavar="EPS", parser=_eps, help="Budget in [0, 1] pixel scale or as k/255 (e.g. 4/255), an L∞ or L2 radius as the attack's norm says (see --attack); 0.01 ≈ 2.55/255 in L∞; repeat for a sweep \\[default: 0.01].")] = None,
     suite: Annotated[Path | None, typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
-    attack_name: Annotated[AttackName, typer.Option("--attack", help=f"Attack (norm, source): {attack_help()}. Minimum-norm attacks report robust accuracy at every eps from per-image minimal norms.")] = AttackName.fgsm,
-    steps: Annotated[int | None, typer.Option(help="Iterations (iterative and foolbox attacks) \\[default: the attack's, 10 for bim/pgd/mifgsm].")] = None,
-    alpha: Annotated[float | None, typer.Option(help="Step size in pixel scale for bim/pgd/pgd_l2/mifgsm \\[default: pgd 2.5·eps/steps, bim and mifgsm eps/steps].")] = None,
-    restarts: Annotated[int | None, typer.Option(help="Random restarts of pgd/pgd_l2 \\[default: 1].")] = None,
-    target: Annotated[str | None, typer.Option(help="Targeted attack towards 'least_likely', 'runner_up' or a class index (iterative attacks) \\[default: untargeted].")] = None,
+    attack_name: Annotated[AttackName, typer.Option("--attack", help="Attack by name; 'robustcars attacks' lists each with its norm, source, parameters and defaults. Minimum-norm attacks report robust accuracy at every eps from per-image minimal norms.")] = AttackName.fgsm,
+    steps: Annotated[int | None, typer.Option(help=param_help("steps"))] = None,
+    alpha: Annotated[float | None, typer.Option(help=param_help("alpha"))] = None,
+    restarts: Annotated[int | None, typer.Option(help=param_help("restarts"))] = None,
+    target: Annotated[str | None, typer.Option(help=param_help("target"))] = None,
     early_stop: Annotated[bool, typer.Option("--early-stop", help="Iterative attacks: stop on an image at its first fooling iterate (robust accuracy unchanged or lower, entropy/rank shifts then describe that iterate; much cheaper at large eps).")] = False,
     param: Annotated[list[str] | None, typer.Option(help="Any attack parameter as KEY=VALUE (repeatable); 'robustcars attacks' lists each attack's parameters, allowed values and defaults.")] = None,
     split: Annotated[Split, typer.Option(help="Split to attack.")] = Split.test,
