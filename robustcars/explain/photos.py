@@ -17,9 +17,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from robustcars.attacks.base import Attack
 from robustcars.errors import ConfigError, DataError
 from robustcars.explain.gradcam import attention_records, cam_layer, grad_cam, overlay, untouched
 from robustcars.explain.prefilter import CarPrefilter, PrefilterResult
+from robustcars.metrics import ranks_of
 
 MAX_PIXELS = 100_000_000  # a photo larger than this is refused (decompression-bomb guard)
 
@@ -185,6 +187,39 @@ def default_top_k(num_classes: int, top_k: int | None = None) -> int:
     return top_k
 
 
+def photo_attack(attack: str, params: dict | None, num_classes: int) -> tuple[Attack, dict]:
+    """The attack of ``robustcars predict --attack`` and the web app's attack on a photo, with its parameters
+    fitted to the model's classes (e.g. APGD-T's target count), before any model is loaded.
+
+    Raises:
+        ConfigError: an unknown attack or parameter, or an attack the number of classes cannot take.
+    """
+    from robustcars.attacks import get_attack
+    from robustcars.registry import check_attack_classes, fit_to_classes
+
+    params = fit_to_classes(attack, params or {}, num_classes)
+    check_attack_classes(attack, params, num_classes)
+    return get_attack(attack, **params), params
+
+
+def attack_photos(model: nn.Module, atk: Attack, x: torch.Tensor, clean: list[Prediction], eps: float,
+                  class_names: Sequence[str], top_k: int, attacked: nn.Module | None = None
+                  ) -> tuple[torch.Tensor, list[Prediction], list[list[int]]]:
+    """Attack photos untargeted with their clean top-1 as the label (a photo has no ground truth): the one path
+    of the CLI and the web app. ``attacked`` is the model the attack queries (default ``model``; the web app
+    passes one with a time limit).
+
+    Returns:
+        ``(x_adv (N, 3, H, W) in [0, 1], adversarial top-k per photo, adversarial ranks of each clean top-3)``.
+    """
+    y = torch.tensor([c.classes[0] for c in clean])
+    x_adv = atk(attacked if attacked is not None else model, x, y, [eps]).adv[0]
+    adv = predict(model, x_adv, class_names, top_k)
+    with torch.inference_mode():
+        ranks = ranks_of(model(x_adv), torch.tensor([c.classes[:3] for c in clean])).tolist()
+    return x_adv, adv, ranks
+
+
 def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int | None = None,
                    attack: str | None = None,
                    eps: float = 0.01, params: dict | None = None, cam_dir: Path | None = None,
@@ -198,19 +233,13 @@ def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int 
     Raises:
         CheckpointError, ConfigError (top_k, attack, eps), DataError (no input found).
     """
-    from robustcars.attacks import get_attack
     from robustcars.data.images import build_transform
-    from robustcars.metrics import ranks_of
     from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
-    from robustcars.registry import check_attack_classes, fit_to_classes
 
     ckpt = read_checkpoint(run)
     names = ckpt["class_names"]
     top_k = default_top_k(len(names), top_k)
-    if attack:
-        params = fit_to_classes(attack, params or {}, len(names))
-        check_attack_classes(attack, params, len(names))
-    atk = get_attack(attack, **(params or {})) if attack else None
+    atk = photo_attack(attack, params, len(names))[0] if attack else None
     model = model_from_checkpoint(ckpt)
     photos = load_photos(inputs, build_transform(ckpt["img_size"], train=False, resize=ckpt.get("resize", "crop")),
                          prefilter.transform if prefilter is not None else None)
@@ -231,11 +260,7 @@ def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int 
     clean = predict(model, x, names, top_k)
     results = [PhotoResult(str(photos.paths[i]), c, prefilter=verdicts.get(i)) for i, c in zip(keep, clean)]
     if atk is not None:
-        y = torch.tensor([c.classes[0] for c in clean])
-        x_adv = atk(model, x, y, [eps]).adv[0]
-        adv = predict(model, x_adv, names, top_k)
-        with torch.inference_mode():
-            ranks = ranks_of(model(x_adv), torch.tensor([c.classes[:3] for c in clean])).tolist()
+        x_adv, adv, ranks = attack_photos(model, atk, x, clean, eps, names, top_k)
         for r, a, rk in zip(results, adv, ranks):
             r.adv, r.clean_top3_adv_rank = a, rk
     if cam_dir is not None:

@@ -19,7 +19,7 @@ from torch import nn
 from robustcars.data.images import build_transform
 from robustcars.errors import RobustcarsError
 from robustcars.explain.gradcam import attention_records, cam_layer, grad_cam, overlay
-from robustcars.explain.photos import default_top_k, predict, read_photo
+from robustcars.explain.photos import attack_photos, default_top_k, photo_attack, predict, read_photo
 from robustcars.explain.prefilter import CarPrefilter
 from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
 from robustcars.models.source import check_logits
@@ -159,25 +159,16 @@ def attack_upload(models: Models, run: Path, data: bytes, name: str, *, attack: 
     The attack runs under :meth:`Models.bounded`: past the server's time limit it stops with
     :class:`OverBudget` and the model lock is released.
     """
-    from robustcars.attacks import get_attack
-    from robustcars.metrics import ranks_of
-    from robustcars.registry import check_attack_classes, fit_to_classes
-
     photo = read_photo(data, name=name, max_pixels=max_pixels)
     with models.computing():
         model, ckpt, tf = models.load(run)
         check_resized(photo, ckpt["img_size"], ckpt.get("resize", "crop"), max_pixels, name)
         names = ckpt["class_names"]
-        params = fit_to_classes(attack, params, len(names))
-        check_attack_classes(attack, params, len(names))
-        atk = get_attack(attack, **params)
+        atk, params = photo_attack(attack, params, len(names))
         top_k = default_top_k(len(names), top_k)
         x = tf(photo)[None]
         [clean] = predict(model, x, names, top_k)
-        x_adv = atk(models.bounded(model), x, torch.tensor([clean.classes[0]]), [eps]).adv[0]
-        [adv] = predict(model, x_adv, names, top_k)
-        with torch.inference_mode():
-            [ranks] = ranks_of(model(x_adv), torch.tensor([clean.classes[:3]])).tolist()
+        x_adv, [adv], [ranks] = attack_photos(model, atk, x, [clean], eps, names, top_k, models.bounded(model))
         [shift], [c_map], [a_map] = attention_records(model, cam_layer(model, ckpt["arch"]), x, x_adv,
                                                       [clean.classes[0]], [adv.classes[0]])
     delta = (x_adv - x)[0].numpy()
