@@ -197,32 +197,45 @@ class RichAttackReporter:
             self.bar.stop()
 
 
+def attack_rows(rows: list[dict[str, Any]], label: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """The one attack table (terminal, Markdown and HTML alike): ``(head, body)`` as text cells.
+
+    A row per clean image set, attack and eps, and per suite worst case; ``label`` names the attack of a single
+    attack's rows (suite rows carry their own). The 8-bit column appears when the rows have 8-bit scores
+    (results of robustcars 0.2 have none). ``–`` marks what a row does not have.
+    """
+    rounded = any("accuracy_8bit" in r for r in rows)
+    head = ["input", "eps", "accuracy", *["8-bit accuracy"] * rounded, "macro-F1", "entropy (nats) mean ± std",
+            "success rate", "clean top-1 rank mean / median", "top-1 left top-3", "L∞ max", "L2 mean"]
+    body = []
+    for r in rows:
+        acc8 = [fmt(r.get("accuracy_8bit"), 4)] * rounded
+        if r["attack"] == "worst-case":  # suites: robust only if no attack of the suite fooled the image
+            body.append([f"worst case ({r['norm']}, {len(r['attacks'])} attacks, {r['images']} images)",
+                         f"{r['eps']:g}", fmt(r["accuracy"], 4), *acc8] + ["–"] * 7)
+            continue
+        clean = r["attack"] == "clean"
+        name = r.get("label", label or r["attack"])
+        if clean:
+            name = f"clean ({r['images']} images of {r['label']})" if "label" in r else "clean"
+        body.append([name, "–" if clean else f"{r['eps']:g}", fmt(r["accuracy"], 4), *acc8, fmt(r["macro_f1"], 4),
+                     f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
+                     "–" if clean else fmt(r.get("success_rate"), 3),
+                     "–" if clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
+                     "–" if clean else fmt(r.get("top1_left_top3"), 3),
+                     "–" if clean else fmt(r.get("linf_max"), 4), "–" if clean else fmt(r.get("l2_mean"), 3)])
+    return head, body
+
+
 def attack_table(result: dict[str, Any]) -> Table:
-    """Clean row + one row per attack/eps: the numbers of ``attack.json``."""
+    """:func:`attack_rows` of an attack.json or suite.json as a rich table (worst-case rows in bold)."""
     data = result["data"]
     t = Table(title=f"Robustness of {result['run']['arch']} on {data['images']} {data['split']} images")
-    rounded = any("accuracy_8bit" in r for r in result["rows"])  # robustcars 0.2 results have no 8-bit scores
-    cols = [("input", "left"), ("eps", "right"), ("accuracy", "right"), *([("8-bit\naccuracy", "right")] * rounded),
-            ("macro-F1", "right"), ("entropy (nats)", "right"), ("success rate", "right"),
-            ("clean top-1 rank\nmean / median", "right"), ("top-1 left\ntop-3", "right")]
-    for name, just in cols:
-        t.add_column(name, justify=just)
-    for r in result["rows"]:
-        acc8 = [fmt(r.get("accuracy_8bit"))] * rounded
-        if r["attack"] == "worst-case":  # suites: robust only if no attack of the suite fooled the image
-            t.add_row(f"worst case ({r['norm']}, {len(r['attacks'])} attacks, {r['images']} images)", f"{r['eps']:g}",
-                      fmt(r["accuracy"]), *acc8, "–", "–", "–", "–", "–", style="bold")
-            continue
-        is_clean = r["attack"] == "clean"
-        name = r.get("label", r["attack"])
-        t.add_row(
-            (f"clean ({r['images']} images of {name})" if "label" in r else "clean") if is_clean
-            else f"{name} ({r['norm']})", "–" if is_clean else f"{r['eps']:g}",
-            fmt(r["accuracy"]), *acc8, fmt(r["macro_f1"]), f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
-            "–" if is_clean else fmt(r["success_rate"]),
-            "–" if is_clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
-            "–" if is_clean else fmt(r["top1_left_top3"], 3),
-        )
+    head, body = attack_rows(result["rows"])
+    for i, name in enumerate(head):
+        t.add_column(name, justify="left" if i == 0 else "right")
+    for row in body:
+        t.add_row(*row, style="bold" if row[0].startswith("worst case") else None)
     return t
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from robustcars import storage as rio
+from robustcars.console import attack_rows, fmt
 from robustcars.errors import ConfigError, DataError, StorageError
 from robustcars.lock import file_lock
 from robustcars.reporting.aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
@@ -594,26 +595,7 @@ def defence_comparison(models: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _f(x: Any, d: int = 3) -> str:
-    from robustcars.console import fmt
-
     return fmt(x, d)
-
-
-def _attack_table(a: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    rounded = any("accuracy_8bit" in r for r in a["rows"])  # robustcars 0.2 results have no 8-bit scores
-    head = ["input", "eps", "accuracy", *["8-bit accuracy"] * rounded, "macro-F1", "entropy (nats) mean ± std",
-            "success rate", "clean top-1 rank mean / median", "top-1 left top-3", "L∞ max", "L2 mean"]
-    body = []
-    for r in a["rows"]:
-        clean = r["attack"] == "clean"
-        body.append(["clean" if clean else a["label"], "–" if clean else f"{r['eps']:g}", _f(r["accuracy"], 4),
-                     *[_f(r.get("accuracy_8bit"), 4)] * rounded, _f(r["macro_f1"], 4),
-                     f"{r['entropy_mean']:.3f} ± {r['entropy_std']:.3f}",
-                     "–" if clean else _f(r.get("success_rate")),
-                     "–" if clean else f"{r['top1_rank_mean']:.1f} / {r['top1_rank_median']:.0f}",
-                     "–" if clean else _f(r.get("top1_left_top3")), "–" if clean else _f(r.get("linf_max"), 4),
-                     "–" if clean else _f(r.get("l2_mean"), 3)])
-    return head, body
 
 
 def _md_table(head: list[str], body: list[list[str]]) -> str:
@@ -730,7 +712,7 @@ def _reproducibility_sections(report: dict[str, Any]):
 def _attack_sections(a: dict[str, Any]):
     """One attack of a model: its table, figures, cascade breakdown, per-make/class analyses and checks."""
     yield "h3", f"{a['label']} ({a['norm']}, {a['images']} {a['split']} images)"
-    yield "table", _attack_table(a)
+    yield "table", attack_rows(a["rows"], a["label"])
     yield "img", a["figures"]["entropy_hist"]
     yield "img", a["figures"]["rank_hist"]
     for panel in a["figures"].get("panels", []):
