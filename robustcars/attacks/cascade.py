@@ -22,7 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from robustcars.attacks import get_attack
 from robustcars.attacks.base import Attack, AttackOutput
+from robustcars.registry import attack_spec
 
 
 class Cascade(Attack):
@@ -88,8 +90,6 @@ class Cascade(Attack):
 def build(attacks: list[dict], reuse_eps: bool = True) -> Cascade:
     """The registry's factory for ``cascade`` / ``cascade_l2``: ``attacks`` as the registry validated them, a list
     of ``{"name", "label", "params"}`` of one norm (which names the cascade)."""
-    from robustcars.attacks import get_attack
-    from robustcars.registry import attack_spec
 
     parts = [(a["label"], get_attack(a["name"], **a["params"])) for a in attacks]
     norm = attack_spec(attacks[0]["name"]).norm

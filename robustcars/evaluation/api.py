@@ -26,7 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustcars.config import AttackConfig
 from robustcars.errors import ConfigError
+from robustcars.evaluation.runner import dataset_images, run_attack
+from robustcars.models.source import from_module
+from robustcars.registry import check_normalization
 from robustcars.reporting.results import AttackSummary, SuiteSummary, read_json_file
 
 
@@ -62,9 +66,6 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
             [0, 1] with a label in [0, K) (all of one size).
         CheckpointError, StorageError: as the CLI's (one-line messages).
     """
-    from robustcars.config import AttackConfig
-    from robustcars.evaluation.runner import dataset_images, run_attack
-    from robustcars.models.source import from_module
 
     if isinstance(data, torch.utils.data.DataLoader):
         data = data.dataset
@@ -110,7 +111,6 @@ def _check_arguments(model: Any, data: Any, out: Any, eps: Any, params: Any, sui
     Raises:
         ConfigError: naming the argument, the accepted types and what was given.
     """
-    from robustcars.registry import check_normalization
 
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module (wrap a function in one), got {_type(model)}")

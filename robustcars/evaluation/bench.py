@@ -26,9 +26,12 @@ from torch import nn
 
 from robustcars.attacks import FGSM, PGDL2, PGDLinf
 from robustcars.attacks.base import frozen_weights
+from robustcars.data.cars import load_cars
+from robustcars.data.images import CarsDataset, build_transform
 from robustcars.errors import ConfigError
 from robustcars.models.zoo import build_model
 from robustcars.runtime import library_versions, resolve_device, set_threads
+from robustcars.training.loop import make_loader, train_one_epoch
 
 
 @dataclass
@@ -187,9 +190,6 @@ def contenders(cfg: BenchConfig, model: nn.Module, train_model: nn.Module | None
 
 def _real_epoch(cfg: BenchConfig, model: nn.Module, device: torch.device) -> Callable[[], float]:
     """A training epoch over ``epoch_images`` real images; returns seconds per image."""
-    from robustcars.data.cars import load_cars
-    from robustcars.data.images import CarsDataset, build_transform
-    from robustcars.training.loop import make_loader, train_one_epoch
 
     samples = load_cars(cfg.data).split("train")
     per = max(1, cfg.epoch_images // 196 + 1)

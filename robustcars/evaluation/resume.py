@@ -22,6 +22,7 @@ import torch
 from robustcars import storage as rio
 from robustcars.errors import DataError
 from robustcars.reporting.aggregate import extreme_candidates
+from robustcars.reporting.results import read_json_file
 
 STATE_NAME = "attack_state.json"
 KEPT_NAME = "kept.pt"
@@ -40,7 +41,6 @@ class ResumeState:
     @classmethod
     def load(cls, out: Path) -> ResumeState | None:
         """The saved state, or None when there is none. Raises DataError for a damaged file."""
-        from robustcars.reporting.results import read_json_file
 
         path = out / STATE_NAME
         if not path.is_file():

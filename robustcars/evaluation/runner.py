@@ -48,12 +48,13 @@ from robustcars.errors import ConfigError, DataError, StorageError
 from robustcars.evaluation import saved
 from robustcars.evaluation.checks import sanity_checks
 from robustcars.evaluation.model_card import CARD_NAME, attack_card
+from robustcars.evaluation.panels import attack_figures
 from robustcars.evaluation.resume import KEPT_NAME, KeptImages, ResumeState
 from robustcars.evaluation.summary import TOPK, summarize
-from robustcars.explain.gradcam import cam_layer
+from robustcars.explain.gradcam import attention_records, cam_layer
 from robustcars.lock import process_lock
 from robustcars.metrics import entropy, ranks_of
-from robustcars.models.source import ModelSource
+from robustcars.models.source import ModelSource, check_image_item, check_logits, from_run, from_spec, read_class_names
 from robustcars.registry import ATTACK_KIND, check_attack_classes, fit_to_classes
 from robustcars.reporting.results import load_attack, read_records
 from robustcars.runtime import library_versions, resolve_device
@@ -123,7 +124,6 @@ class _CheckedItems(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> Any:
-        from robustcars.models.source import check_image_item
 
         j = self.indices[i]
         item = self.dataset[j]
@@ -141,7 +141,6 @@ def dataset_images(dataset: Any, class_names: list[str], cfg: AttackConfig) -> I
     Raises:
         DataError: an empty dataset or a bad item (named by its index).
     """
-    from robustcars.models.source import check_image_item
 
     k = len(class_names)
     order = list(range(len(dataset)))
@@ -190,7 +189,6 @@ def prepare(cfg: AttackConfig, source: ModelSource | None = None,
         ConfigError: a bad option, an ``--out`` that is a file, a target class outside the class count.
         CheckpointError, DataError: as their messages say (a class count or class names that do not match).
     """
-    from robustcars.models.source import from_run, from_spec, read_class_names
 
     cfg.validate()
     out = Path(cfg.out)
@@ -234,7 +232,6 @@ def _check_model(model: nn.Module, source: ModelSource, images: ImageSet) -> Non
     Raises:
         ConfigError: see :func:`robustcars.models.source.check_logits`; DataError: the first image cannot be read.
     """
-    from robustcars.models.source import check_logits
 
     x, _ = images.subset([0])[0]
     try:
@@ -543,7 +540,6 @@ def _attention(model: nn.Module, layer: nn.Module | None, x: torch.Tensor, x_adv
     """Grad-CAM attention shift at the largest eps for the given batch positions (2 forward+backward each)."""
     if not positions or layer is None:
         return {}
-    from robustcars.explain.gradcam import attention_records
 
     clean_cls = [scored["c_idx"][j][0] for j in positions]
     adv_cls = [scored["per_eps"][-1][0][j] for j in positions]
@@ -595,7 +591,6 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
         "versions": library_versions(),
         **summary,
     }
-    from robustcars.evaluation.panels import attack_figures
 
     cam = None  # Grad-CAM panels of the scoring model
     if cfg.cam and kept.examples:

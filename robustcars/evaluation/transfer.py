@@ -24,6 +24,7 @@ from robustcars.config import AttackConfig
 from robustcars.errors import ConfigError, DataError
 from robustcars.evaluation.checks import sanity_checks
 from robustcars.evaluation.model_card import CARD_NAME, attack_card
+from robustcars.evaluation.runner import batch_records, score_examples
 from robustcars.evaluation.saved import SavedExamples, load_saved
 from robustcars.evaluation.summary import summarize
 from robustcars.lock import output_lock
@@ -107,7 +108,6 @@ def _device(model: torch.nn.Module) -> torch.device:
 def _score_and_write(saved: SavedExamples, source_meta: dict[str, Any], target: ModelSource, model, out: Path,
                      batch_size: int, origin: tuple[str, str], advance: Callable[[int], Any] | None = None
                      ) -> dict[str, Any]:
-    from robustcars.evaluation.runner import batch_records, score_examples
 
     dev = _device(model)
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustcars.attacks.base import frozen_weights
 from robustcars.errors import ConfigError
 from robustcars.registry import ARCHITECTURES
 
@@ -22,7 +23,6 @@ def untouched(model: nn.Module) -> Iterator[nn.Module]:
     """Run a block that may call ``eval()``, ``zero_grad()`` or ``backward()`` on ``model`` and restore its
     mode, its weights' ``requires_grad`` and ``.grad`` afterwards (weights are frozen inside, so no weight
     gradient is even computed)."""
-    from robustcars.attacks.base import frozen_weights
 
     mode = model.training
     grads = [(p, p.grad) for p in model.parameters()]

@@ -17,11 +17,16 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from robustcars.attacks import get_attack
 from robustcars.attacks.base import Attack
+from robustcars.data.images import build_transform, check_regular_file, to_rgb
 from robustcars.errors import ConfigError, DataError
 from robustcars.explain.gradcam import attention_records, cam_layer, grad_cam, overlay, untouched
 from robustcars.explain.prefilter import CarPrefilter, PrefilterResult
-from robustcars.metrics import ranks_of
+from robustcars.metrics import entropy, ranks_of
+from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
+from robustcars.registry import check_attack_classes, fit_to_classes
+from robustcars.reporting.figures import cam_panel
 
 MAX_PIXELS = 100_000_000  # a photo larger than this is refused (decompression-bomb guard)
 
@@ -42,7 +47,6 @@ def read_photo(source: str | Path | bytes, *, name: str | None = None, max_pixel
     """
     import io
 
-    from robustcars.data.images import check_regular_file, to_rgb
 
     path = name or (str(source) if not isinstance(source, bytes) else "upload")
     opened = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
@@ -148,7 +152,6 @@ def predict(model: nn.Module, x: torch.Tensor, class_names: Sequence[str], top_k
     with untouched(model), torch.inference_mode():
         model.eval()
         logits = model(x).float()
-    from robustcars.metrics import entropy
 
     p = torch.softmax(logits, dim=1)
     prob, idx = p.topk(top_k, dim=1)
@@ -194,8 +197,6 @@ def photo_attack(attack: str, params: dict | None, num_classes: int) -> tuple[At
     Raises:
         ConfigError: an unknown attack or parameter, or an attack the number of classes cannot take.
     """
-    from robustcars.attacks import get_attack
-    from robustcars.registry import check_attack_classes, fit_to_classes
 
     params = fit_to_classes(attack, params or {}, num_classes)
     check_attack_classes(attack, params, num_classes)
@@ -233,8 +234,6 @@ def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int 
     Raises:
         CheckpointError, ConfigError (top_k, attack, eps), DataError (no input found).
     """
-    from robustcars.data.images import build_transform
-    from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
 
     ckpt = read_checkpoint(run)
     names = ckpt["class_names"]
@@ -272,7 +271,6 @@ def predict_photos(run: str | Path, inputs: Sequence[str | Path], *, top_k: int 
 def _photo_figures(model: nn.Module, arch: str, x: torch.Tensor, x_adv: torch.Tensor | None,
                    results: list[PhotoResult], folder: Path, attack_label: str) -> None:
     """One figure per photo: original, Grad-CAM, (adversarial, its Grad-CAM,) top-k bars."""
-    from robustcars.reporting.figures import cam_panel
 
     layer = cam_layer(model, arch)
     clean_maps = grad_cam(model, x, [r.clean.classes[0] for r in results], layer)

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import torch
 
+from robustcars.data.cars import load_cars
+from robustcars.data.images import CarsDataset, build_transform
 from robustcars.errors import ConfigError
+from robustcars.models.zoo import imagenet_classifier
 
 # ImageNet-1k classes that are road cars (torchvision's category names). The reference project's list
 # also had 705 "passenger car", which in ImageNet is a railway carriage: left out.
@@ -38,8 +41,6 @@ class CarPrefilter:
     def __init__(self, threshold: float = 0.1, img_size: int = 224) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
-        from robustcars.data.images import build_transform
-        from robustcars.models.zoo import imagenet_classifier
 
         self.threshold = threshold
         self.model = imagenet_classifier("efficientnet_lite0")
@@ -77,8 +78,6 @@ def prefilter_dataset(root: str | Path, *, threshold: float = 0.1, batch_size: i
     """
     from torch.utils.data import DataLoader
 
-    from robustcars.data.cars import load_cars
-    from robustcars.data.images import CarsDataset
 
     pf = CarPrefilter(threshold)
     data = load_cars(root)

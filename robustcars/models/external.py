@@ -28,6 +28,7 @@ from torch import nn
 
 from robustcars.errors import CheckpointError, ConfigError
 from robustcars.models.zoo import Normalize
+from robustcars.registry import check_normalization
 
 WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "network")
 
@@ -147,7 +148,6 @@ def with_normalization(model: nn.Module, mean: Sequence[float] | None, std: Sequ
     Raises:
         ConfigError: only one of mean/std, not three finite values each, or a std <= 0.
     """
-    from robustcars.registry import check_normalization
 
     check_normalization(mean, std)
     if mean is None:

@@ -11,6 +11,9 @@ from typing import Any
 from torch import nn
 
 from robustcars.errors import ConfigError, DataError
+from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
+from robustcars.models.external import build_from_spec, load_weights, with_normalization
+from robustcars.registry import ARCHITECTURES
 
 
 @dataclass
@@ -92,8 +95,6 @@ def check_image_item(item: Any, num_classes: int, where: str, size: tuple[int, .
 
 def from_run(run: str | Path) -> ModelSource:
     """A robustcars run folder or checkpoint (its best.pt). Raises CheckpointError."""
-    from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
-    from robustcars.registry import ARCHITECTURES
 
     ckpt = read_checkpoint(run)
     tcfg = ckpt["config"]
@@ -122,7 +123,6 @@ def from_spec(spec: str, *, class_names: Sequence[str], checkpoint: str | None, 
               std: Sequence[float] | None, img_size: int, resize: str) -> ModelSource:
     """A model robustcars did not train (see :mod:`robustcars.models.external`); built once here so that a bad spec or
     checkpoint fails before anything is written. Raises ConfigError, CheckpointError."""
-    from robustcars.models.external import build_from_spec, load_weights, with_normalization
 
     net = build_from_spec(spec, len(class_names))
     if checkpoint:
@@ -145,7 +145,6 @@ def from_module(module: nn.Module, *, class_names: Sequence[str], img_size: int 
     Raises:
         ConfigError: a resize mode other than crop/squash, or an image size outside [16, 1024].
     """
-    from robustcars.models.external import with_normalization
 
     if resize not in ("crop", "squash"):
         raise ConfigError(f"resize must be crop or squash, got {resize!r}")

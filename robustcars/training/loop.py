@@ -25,15 +25,25 @@ from torch.utils.data import DataLoader
 from robustcars import distributed as D
 from robustcars import storage as rio
 from robustcars.config import TrainConfig
-from robustcars.data.cars import CarsData, limit_per_class, load_cars
+from robustcars.data.cars import CarsData, limit_per_class, load_cars, subsample
 from robustcars.data.images import CarsDataset, build_transform
-from robustcars.errors import CheckpointError, ConfigError
+from robustcars.errors import CheckpointError, ConfigError, DataError
 from robustcars.lock import process_lock
 from robustcars.metrics import accuracy, macro_f1
 from robustcars.models.checkpoint import read_checkpoint, save_checkpoint
+from robustcars.models.source import from_run
 from robustcars.models.zoo import build_model, count_parameters, freeze, set_train_mode
+from robustcars.reporting.figures import learning_curves
 from robustcars.runtime import library_versions, resolve_device
-from robustcars.training.defences import BatchLoss, describe
+from robustcars.training.defences import (
+    BatchLoss,
+    adversarial_batch_loss,
+    collapsed,
+    describe,
+    distill_batch_loss,
+    robust_accuracy,
+    warmup_eps,
+)
 
 Callback = Callable[[int], None]  # called with the number of images just processed
 
@@ -240,8 +250,6 @@ def _teacher(cfg: TrainConfig, data: CarsData):
     """
     if not cfg.distill_from:
         return None
-    from robustcars.errors import DataError
-    from robustcars.models.source import from_run
 
     src = from_run(cfg.distill_from)
     if src.class_names != list(data.classes):
@@ -274,7 +282,6 @@ def _resume_state(out: Path, resume: bool) -> dict[str, Any] | None:
 def _robust_batches(cfg: TrainConfig, samples: list, eval_tf, count: int, device: torch.device
                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A fixed, seeded set of ``count`` images (0 = all) in batches on ``device``, for PGD robust accuracy."""
-    from robustcars.data.cars import subsample
 
     if count and count < len(samples):
         samples = subsample(samples, count, cfg.seed)
@@ -285,7 +292,6 @@ def _robust_batches(cfg: TrainConfig, samples: list, eval_tf, count: int, device
 def _epoch_loss(cfg: TrainConfig, epoch: int, batches: int, criterion: nn.Module, frozen: list[str],
                 teacher: tuple[nn.Module, int] | None) -> BatchLoss | None:
     """This epoch's per-batch loss: adversarial (eps warmed up batch by batch), distillation, or None."""
-    from robustcars.training.defences import adversarial_batch_loss, distill_batch_loss, warmup_eps
 
     if cfg.adversarial:
         def eps_of(batch: int) -> float:
@@ -504,7 +510,6 @@ def _robust_row(cfg: TrainConfig, model: nn.Module, epoch: int, row: dict[str, A
     """Adds ``train_eps``, ``val_robust_acc`` (PGD at the full training eps on the fixed validation images) and,
     for FGSM-RS, ``guard_robust_acc`` on the held training batch and ``collapsed`` to ``row``; returns the
     selection score (the validation robust accuracy)."""
-    from robustcars.training.defences import collapsed, robust_accuracy, warmup_eps
 
     row["train_eps"] = warmup_eps(cfg.train_eps, epoch, 1.0, cfg.eps_warmup)
     row["val_robust_acc"] = robust_accuracy(model, robust_val, cfg.train_eps, cfg.robust_val_steps, cfg.seed)
@@ -518,7 +523,6 @@ def _robust_row(cfg: TrainConfig, model: nn.Module, epoch: int, row: dict[str, A
 def _finish_run(cfg: TrainConfig, data: CarsData, model: nn.Module, history: list[dict[str, float]],
                 summary: dict[str, Any], eval_tf, d, device: torch.device, rep: Reporter) -> dict[str, Any] | None:
     """Learning curves, the test metrics of best.pt, and metrics.json (main process)."""
-    from robustcars.reporting.figures import learning_curves
 
     out = Path(cfg.out)
     if d.is_main:

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from robustcars.data.images import build_transform
-from robustcars.errors import RobustcarsError
+from robustcars.errors import DataError, RobustcarsError
 from robustcars.explain.gradcam import attention_records, cam_layer, grad_cam, overlay
 from robustcars.explain.photos import attack_photos, default_top_k, photo_attack, predict, read_photo
 from robustcars.explain.prefilter import CarPrefilter
@@ -116,7 +116,6 @@ def check_resized(photo: Image.Image, img_size: int, resize: str, max_pixels: in
     Raises:
         DataError: naming the photo, its size and what the resize would cost.
     """
-    from robustcars.errors import DataError
 
     w, h = photo.size
     pixels = img_size * img_size if resize == "squash" else img_size * int(img_size * max(w, h) / max(1, min(w, h)))
