@@ -112,7 +112,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """Adversarial-robustness evaluation of fine-grained car classifiers (Stanford Cars, 196 classes)."""
 
@@ -240,7 +240,7 @@ def _config_parameters(options) -> list[inspect.Parameter]:
             typ = choice | None if default is None else choice
             default = None if default is None else choice(default)
         info = typer.Option(flag, help=o.help, min=o.min, max=o.max, rich_help_panel=o.panel,
-                            show_default=default is not None and not o.flag)
+                            show_default=default is not None and not o.flag, metavar="" if o.flag else None)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=Annotated[typ, info]))
     return params
@@ -261,7 +261,7 @@ def _train_parameters() -> list[inspect.Parameter]:
         *_config_parameters(train_options()),
         option("threads", int | None, None, "CPU threads for torch (default: torch's choice).", "Performance", min=1),
         option("resume", bool, False, "Continue the run in --out from its last completed epoch (its saved options "
-               "are used).", "Output"),
+               "are used).", "Output", metavar=""),
         option("events", Path | None, None, "Also write progress as JSON lines to this file (start, phase, advance, "
                "epoch, end; appended), for programs that follow the job.", "Output", show_default=False),
     ]
@@ -347,7 +347,7 @@ def attack(
     alpha: Annotated[float | None, typer.Option(help=param_help("alpha"))] = None,
     restarts: Annotated[int | None, typer.Option(help=param_help("restarts"))] = None,
     target: Annotated[str | None, typer.Option(help=param_help("target"))] = None,
-    early_stop: Annotated[bool, typer.Option("--early-stop", help="Iterative attacks: stop on an image at its first fooling iterate (robust accuracy unchanged or lower, entropy/rank shifts then describe that iterate; much cheaper at large eps).")] = False,
+    early_stop: Annotated[bool, typer.Option("--early-stop", metavar="", help="Iterative attacks: stop on an image at its first fooling iterate (robust accuracy unchanged or lower, entropy/rank shifts then describe that iterate; much cheaper at large eps).")] = False,
     param: Annotated[list[str] | None, typer.Option(help="Any attack parameter as KEY=VALUE (repeatable); 'robustcars attacks' lists each attack's parameters, allowed values and defaults.")] = None,
     split: Annotated[Split, typer.Option(help="Split to attack.")] = Split.test,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
@@ -357,12 +357,12 @@ def attack(
     max_images: Annotated[int | None, typer.Option(min=1, help="Attack a seeded random subset of this many images (default: the whole split).")] = None,
     examples: Annotated[int, typer.Option(min=0, help="Images shown in each panel figure (0 = no panels).")] = 4,
     cam: Annotated[int, typer.Option(min=0, help="Measure the Grad-CAM attention shift (clean vs the largest eps) on a seeded set of this many images, and draw the Grad-CAM panel of the examples (2 extra forward+backward passes per image).")] = 0,
-    save_adv: Annotated[bool, typer.Option("--save-adv", help="Keep every adversarial example, with its clean image, as float32 tensors in OUT/adv/*.safetensors plus adv/manifest.csv (reload with robustcars.evaluation.saved.load_saved; rescore with 'robustcars transfer'). Disk: 0.31 MB per image per (1 + number of eps) at 160 px — 1.2 GB for 1,000 images and 3 eps; ×(size/160)² at other sizes.")] = False,
-    save_png: Annotated[bool, typer.Option("--save-png", help="With --save-adv (implied): also write the clean and adversarial images as 8-bit RGB PNGs in OUT/adv/png/ (what the 8-bit accuracy scored; ~0.05 MB each at 160 px).")] = False,
+    save_adv: Annotated[bool, typer.Option("--save-adv", metavar="", help="Keep every adversarial example, with its clean image, as float32 tensors in OUT/adv/*.safetensors plus adv/manifest.csv (reload with robustcars.evaluation.saved.load_saved; rescore with 'robustcars transfer'). Disk: 0.31 MB per image per (1 + number of eps) at 160 px — 1.2 GB for 1,000 images and 3 eps; ×(size/160)² at other sizes.")] = False,
+    save_png: Annotated[bool, typer.Option("--save-png", metavar="", help="With --save-adv (implied): also write the clean and adversarial images as 8-bit RGB PNGs in OUT/adv/png/ (what the 8-bit accuracy scored; ~0.05 MB each at 160 px).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the subset and the example images.")] = 0,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 2,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted attack in --out from its last complete batch (a finished one is left unchanged).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue an interrupted attack in --out from its last complete batch (a finished one is left unchanged).")] = False,
 ) -> None:
     """Attack every image of a split and report accuracy, macro-F1, entropy, success rate and top-3 rank shifts."""
     from robustcars.config import AttackConfig
@@ -504,11 +504,11 @@ def predict(
     attack_name: Annotated[AttackName | None, typer.Option("--attack", help="Also attack each photo (untargeted, with its clean top-1 as the label) and show the adversarial top-k and the rank change of the clean top-3.")] = None,
     eps: Annotated[float, typer.Option(metavar="EPS", parser=_eps, help="Budget of --attack in [0, 1] pixel scale or as k/255, in the attack's norm.")] = 0.01,
     param: Annotated[list[str] | None, typer.Option(help="Attack parameter KEY=VALUE (repeatable; see 'robustcars attacks').")] = None,
-    cam: Annotated[bool, typer.Option("--cam", help="Save a figure per photo into --out: original, Grad-CAM, (adversarial, its Grad-CAM,) top-k bars.")] = False,
-    prefilter: Annotated[bool, typer.Option("--prefilter", help="Skip photos that EfficientNet-Lite0's ImageNet head does not call a car (summed car-class probability below --threshold).")] = False,
+    cam: Annotated[bool, typer.Option("--cam", metavar="", help="Save a figure per photo into --out: original, Grad-CAM, (adversarial, its Grad-CAM,) top-k bars.")] = False,
+    prefilter: Annotated[bool, typer.Option("--prefilter", metavar="", help="Skip photos that EfficientNet-Lite0's ImageNet head does not call a car (summed car-class probability below --threshold).")] = False,
     threshold: Annotated[float, typer.Option(help="Prefilter threshold on the summed ImageNet car-class probability, in [0, 1].")] = 0.1,
     out: Annotated[Path | None, typer.Option(help="Folder for predictions.json and the --cam figures.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON instead of tables.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", metavar="", help="Print the predictions as JSON instead of tables.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
 ) -> None:
     """Top-k classes of any photo under a trained run; optionally attacked, with Grad-CAM, behind a car prefilter."""
@@ -678,9 +678,9 @@ def bench(
     reps: Annotated[int, typer.Option(min=1, help="Timed rounds per contender (median and min-max reported).")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up calls per contender.")] = 1,
     steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 10,
-    peers: Annotated[bool, typer.Option(help="Also time foolbox (and torchattacks, if installed) with identical settings.")] = True,
-    train_step: Annotated[bool, typer.Option("--train/--no-train", help="Also time a training step on in-memory tensors.")] = True,
-    channels_last: Annotated[bool, typer.Option(help="Run the models in channels_last memory format.")] = False,
+    peers: Annotated[bool, typer.Option(metavar="", help="Also time foolbox (and torchattacks, if installed) with identical settings.")] = True,
+    train_step: Annotated[bool, typer.Option("--train/--no-train", metavar="", help="Also time a training step on in-memory tensors.")] = True,
+    channels_last: Annotated[bool, typer.Option(metavar="", help="Run the models in channels_last memory format.")] = False,
     device: Annotated[Device, typer.Option(help="cpu, cuda, or auto = CUDA when available, else CPU (times the CPU unless asked).")] = Device.cpu,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
     data: Annotated[Path | None, typer.Option(help="Also time a real training epoch (decode + augment + step) on this dataset's train split.")] = None,
