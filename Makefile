@@ -13,7 +13,7 @@ $(BIN)/robustcars: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -c .ci/constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -c .ci/constraints.txt -e '.[lite0,web,autoattack,dev]'
+	$(BIN)/pip install -c .ci/constraints.txt -e '.[lite0,web,autoattack,corruptions,dev]'
 	touch $@
 
 venv: $(BIN)/robustcars

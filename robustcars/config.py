@@ -299,6 +299,54 @@ class AttackConfig:
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@dataclass
+class CorruptConfig:
+    """Everything ``robustcars corrupt`` needs (torch-free; validated before anything is imported or written)."""
+
+    run: str
+    out: str
+    corruptions: list[str] = field(default_factory=list)  # default: the 15 of ImageNet-C
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    split: str = "test"
+    batch_size: int = 32
+    max_images: int | None = None
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    data: str | None = None
+
+    def validate(self) -> CorruptConfig:
+        from robustcars.registry import CORRUPTIONS, check_corruptions
+
+        if not self.corruptions:
+            self.corruptions = list(CORRUPTIONS)
+        check_corruptions(self.corruptions, self.severities)
+        checks = [(self.split in ("train", "val", "test"), f"--split must be train, val or test, got {self.split!r}"),
+                  (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+                  (self.max_images is None or self.max_images >= 1,
+                   f"--max-images must be >= 1, got {self.max_images}"),
+                  (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+                  (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        check_seed(self.seed)
+        return self
+
+    def fingerprint(self) -> str:
+        """What decides the records (not ``workers``, ``device`` or ``batch_size``): a resume must match it."""
+        keys = ("run", "corruptions", "severities", "split", "max_images", "seed", "data")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def command(self) -> str:
+        opts: list[tuple[str, Any]] = [("--run", self.run)]
+        opts += [("--corruption", c) for c in self.corruptions] + [("--severity", s) for s in self.severities]
+        opts += [("--split", self.split), ("--max-images", self.max_images), ("--seed", self.seed),
+                 ("--data", self.data), ("--out", self.out)]
+        return _join("corrupt", opts)
+
+
 def _csv(values: list[float] | None) -> str | None:
     return None if values is None else ",".join(repr(float(v)) for v in values)
 

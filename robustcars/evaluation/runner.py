@@ -266,10 +266,10 @@ def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tu
         with contextlib.suppress(DataError):
             load_attack(out)
             return set(range(total)), True
-    return _recorded(out), False
+    return recorded(out), False
 
 
-def _recorded(out: Path) -> set[int]:
+def recorded(out: Path) -> set[int]:
     """Indices of the images with a complete record in ``out`` (records.jsonl and torchrun shards)."""
     done: set[int] = set()
     for path in [out / "records.jsonl", *sorted(out.glob("records.rank*.jsonl"))]:
@@ -278,7 +278,7 @@ def _recorded(out: Path) -> set[int]:
     return done
 
 
-def _truncate_torn(path: Path) -> None:
+def truncate_torn(path: Path) -> None:
     if path.is_file():
         f = read_records(path, allow_torn=True)
         if f.torn:
@@ -286,7 +286,7 @@ def _truncate_torn(path: Path) -> None:
                 fh.truncate(f.intact_bytes)
 
 
-def _top(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def top_classes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     prob, idx = torch.softmax(logits.float(), dim=1).topk(TOPK, dim=1)
     return idx, prob
 
@@ -317,12 +317,12 @@ def score_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: list
     """
     with torch.inference_mode():
         clean_logits = clean_logits if clean_logits is not None else model(x)
-        c_idx, c_prob = _top(clean_logits)
+        c_idx, c_prob = top_classes(clean_logits)
         x_8 = to_8bit_grid(x)
         per_eps = []
         for x_adv in adv:
             a_logits = model(x_adv)
-            a_idx, a_prob = _top(a_logits)
+            a_idx, a_prob = top_classes(a_logits)
             linf, l2 = perturbation_norms(x, x_adv)
             a_8 = to_8bit_grid(x_adv)
             per_eps.append([a_logits.argmax(1), a_idx, a_prob, entropy(a_logits), ranks_of(a_logits, c_idx), linf, l2,
@@ -432,9 +432,9 @@ def _open_folder_for_writing(p: Prepared, d, resume: bool) -> tuple[Path, Path, 
     my_path = out / ("records.jsonl" if not d.enabled else f"records.rank{d.rank}.jsonl")
     kept_path = out / (KEPT_NAME if not d.enabled else f"kept.rank{d.rank}.pt")
     D.barrier(d)
-    _truncate_torn(my_path)
+    truncate_torn(my_path)
     if cfg.save_adv and resume and d.is_main:  # a shard is written before its records: keep what they hold
-        saved.repair(out, _recorded(out))
+        saved.repair(out, recorded(out))
     rng = np.random.default_rng(cfg.seed)
     kept = KeptImages(set(rng.choice(n, size=min(cfg.examples, n), replace=False).tolist()),
                       k=2 if cfg.examples else 0)

@@ -284,3 +284,69 @@ def transfer_heatmap(matrices: list[dict[str, Any]], path: str | Path) -> Path:
         ax.set_title(textwrap.fill(f"examples of {t['source']}, scored by each model", 90), fontsize=9)
         fig.colorbar(im, ax=ax, label="accuracy")
     return _save(fig, path)
+
+
+def corruption_heatmap_figure(summary: dict[str, Any], title: str) -> plt.Figure:
+    """Accuracy per corruption (rows, in ImageNet-C's order) and severity (columns), the clean accuracy in the
+    title; each cell labelled with its accuracy."""
+    rows = summary["rows"]
+    names = list(dict.fromkeys(r["corruption"] for r in rows))
+    sevs = sorted({r["severity"] for r in rows})
+    acc = np.full((len(names), len(sevs)), np.nan)
+    for r in rows:
+        acc[names.index(r["corruption"]), sevs.index(r["severity"])] = r["accuracy"]
+    fig, ax = plt.subplots(figsize=(1.1 * len(sevs) + 3.2, 0.36 * len(names) + 1.6))
+    im = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(sevs)), [str(s) for s in sevs])
+    ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names])
+    ax.set_xlabel("severity")
+    for (i, j), v in np.ndenumerate(acc):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+    fig.colorbar(im, ax=ax, label="accuracy")
+    ax.set_title(f"{title}\nclean accuracy {summary['clean']['accuracy']:.3f}", fontsize=9)
+    return fig
+
+
+def corruption_examples_figure(images: dict[str, np.ndarray], severity: int) -> plt.Figure:
+    """One image clean and under every corruption at ``severity`` (uint8 ``(H, W, 3)`` each, as scored)."""
+    n = len(images)
+    cols = min(n, 6)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(1.9 * cols, 2.1 * ((n + cols - 1) // cols)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, img) in zip(axes.flat, images.items()):
+        ax.imshow(img)
+        ax.set_title(name.replace("_", " ") if name == "clean" else f"{name.replace('_', ' ')} ({severity})",
+                     fontsize=8)
+    fig.suptitle(f"the images as scored: every corruption at severity {severity}", fontsize=9)
+    return fig
+
+
+def corruption_family_figure(summary: dict[str, Any]) -> plt.Figure:
+    """Mean accuracy over severities per corruption, grouped and coloured by family, the clean accuracy a line."""
+    rows = summary["rows"]
+    names = list(dict.fromkeys(r["corruption"] for r in rows))
+    family = {r["corruption"]: r["family"] for r in rows}
+    mean = [float(np.mean([r["accuracy"] for r in rows if r["corruption"] == c])) for c in names]
+    colors = {"noise": "#2563eb", "blur": "#16a34a", "weather": "#ea580c", "digital": "#9333ea", "extra": "#6b7280"}
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 1.5), 3.4))
+    ax.bar(range(len(names)), mean, color=[colors.get(family[c], "#6b7280") for c in names])
+    ax.axhline(summary["clean"]["accuracy"], color="black", lw=1, ls="--", label="clean")
+    ax.set_xticks(range(len(names)), [c.replace("_", " ") for c in names], rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy, mean over severities")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[f]) for f in dict.fromkeys(family.values()) if f in colors]
+    ax.legend([*handles, ax.lines[0]], [*[f for f in dict.fromkeys(family.values()) if f in colors], "clean"],
+              fontsize=7, ncol=3)
+    return fig
+
+
+def corruption_figures(summary: dict[str, Any], images: dict[str, np.ndarray], severity: int, folder: str | Path,
+                       title: str) -> list[Path]:
+    """The three figures of a corruption folder: heatmap, example grid, per-family bars (PNG, atomic)."""
+    folder = Path(folder)
+    return [_save(corruption_heatmap_figure(summary, title), folder / "corruption_heatmap.png"),
+            _save(corruption_examples_figure(images, severity), folder / "corruption_examples.png"),
+            _save(corruption_family_figure(summary), folder / "corruption_families.png")]

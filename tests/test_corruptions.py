@@ -1,0 +1,137 @@
+"""Natural corruptions: the images (shape, dtype, seeding), the refusals, CE / mCE by hand, resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustcars.errors import ConfigError
+from robustcars.registry import CORRUPTIONS, EXTRA_CORRUPTIONS
+
+from .conftest import invoke_cli, train_tiny_run
+
+pytest.importorskip("imagecorruptions")
+
+from robustcars.evaluation.corruptions import corrupt_image, corruption_errors, image_seed  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = [*CORRUPTIONS, *EXTRA_CORRUPTIONS]
+IMAGE = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_corruption_keeps_shape_dtype_and_is_seeded(name):
+    for severity in (1, 5):
+        a = corrupt_image(IMAGE, name, severity, seed=7)
+        assert a.dtype == np.uint8 and a.shape == IMAGE.shape
+        assert np.array_equal(a, corrupt_image(IMAGE, name, severity, seed=7))  # same seed, same image
+    weak, strong = corrupt_image(IMAGE, name, 1, seed=7), corrupt_image(IMAGE, name, 5, seed=7)
+    assert not np.array_equal(weak, strong)  # the severity changes the image
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "impulse_noise", "glass_blur", "snow", "frost"])
+def test_the_seed_decides_the_random_corruptions(name):
+    assert not np.array_equal(corrupt_image(IMAGE, name, 3, seed=1), corrupt_image(IMAGE, name, 3, seed=2))
+
+
+def test_the_seed_of_an_image_depends_on_what_it_is_only():
+    seeds = {image_seed(0, i, c, s) for i in range(20) for c in ALL for s in range(1, 6)}
+    assert len(seeds) == 20 * len(ALL) * 5
+    assert image_seed(3, 5, "fog", 2) == image_seed(3, 5, "fog", 2) != image_seed(4, 5, "fog", 2)
+
+
+@pytest.mark.parametrize("name, severity, message", [
+    ("fog", 0, "--severity must be in 1..5"),
+    ("fog", 6, "--severity must be in 1..5"),
+    ("rain", 3, "unknown corruption 'rain'; choose from: gaussian_noise"),
+])
+def test_bad_corruption_or_severity_is_refused(name, severity, message):
+    with pytest.raises(ConfigError, match=message):
+        corrupt_image(IMAGE, name, severity, seed=0)
+
+
+def test_the_cli_refuses_in_one_line_and_writes_nothing(tmp_path):
+    for args, message in ((["--severity", 0], "error: --severity must be in 1..5"),
+                          (["--corruption", "rain"], "error: unknown corruption 'rain'")):
+        r = invoke_cli("corrupt", "--run", tmp_path, "--out", tmp_path / "c", *args)
+        assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith(message), r.output
+        assert "Traceback" not in r.output and not (tmp_path / "c").exists()
+
+
+def _rows(acc: dict[tuple[str, int], float]) -> list[dict]:
+    return [{"corruption": c, "severity": s, "accuracy": a} for (c, s), a in acc.items()]
+
+
+def test_ce_and_mce_against_numbers_computed_by_hand():
+    model = _rows({("fog", 1): 0.8, ("fog", 2): 0.6, ("contrast", 1): 0.9, ("contrast", 2): 0.5, ("spatter", 1): 0.7})
+    ref = _rows({("fog", 1): 0.6, ("fog", 2): 0.2, ("contrast", 1): 0.8, ("contrast", 2): 0.6, ("spatter", 1): 0.5})
+    clean, ref_clean = {"accuracy": 0.9, "images": 10}, {"accuracy": 0.8, "images": 10}
+    e = corruption_errors(model, clean, {"rows": ref, "clean": ref_clean})
+    assert e["mean_error"] == pytest.approx({"fog": 0.3, "contrast": 0.3, "spatter": 0.3})
+    assert e["mean_corruption_error"] == pytest.approx(0.3)  # spatter is held out: not in the mean
+    # CE_c = sum_s E / sum_s E_ref: fog (0.2 + 0.4) / (0.4 + 0.8), contrast (0.1 + 0.5) / (0.2 + 0.4)
+    assert e["ce"] == pytest.approx({"fog": 0.5, "contrast": 1.0, "spatter": 0.6})
+    assert e["mce"] == pytest.approx(0.75)
+    # relative: sum_s (E - E_clean) / sum_s (E_ref - E_ref_clean); E_clean 0.1, E_ref_clean 0.2
+    assert e["relative_ce"]["fog"] == pytest.approx((0.1 + 0.3) / (0.2 + 0.6))
+    assert e["relative_ce"]["contrast"] == pytest.approx((0.0 + 0.4) / (0.0 + 0.2))
+    assert e["relative_mce"] == pytest.approx((0.5 + 2.0) / 2)
+    assert "ce" not in corruption_errors(model, clean)
+
+
+def test_a_reference_of_other_images_is_refused():
+    rows = _rows({("fog", 1): 0.5})
+    from robustcars.errors import DataError
+
+    with pytest.raises(DataError, match="the reference scored 20 images, this run 10"):
+        corruption_errors(rows, {"accuracy": 0.9, "images": 10}, {"rows": rows, "clean": {"accuracy": 1, "images": 20}})
+    with pytest.raises(DataError, match="the reference has no fog at severity 2"):
+        corruption_errors(_rows({("fog", 2): 0.5}), {"accuracy": 0.9, "images": 10},
+                          {"rows": rows, "clean": {"accuracy": 1, "images": 10}})
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
+    _, run = train_tiny_run(tmp_path)  # 3 classes, 9 test images, 32 px
+    args = ["corrupt", "--run", run, "--corruption", "glass_blur", "--corruption", "impulse_noise", "--corruption",
+            "fog", "--severity", 2, "--severity", 4, "--batch-size", 1, "--workers", 0, "--threads", 1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def cli(*extra):
+        return subprocess.Popen([sys.executable, "-m", "robustcars", *map(str, args), *map(str, extra)], cwd=ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+
+    full = cli("--out", tmp_path / "full")
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+    cut = cli("--out", tmp_path / "cut")
+    records = tmp_path / "cut" / "records.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records.is_file() and records.read_text().count("\n") >= 2):
+        time.sleep(0.01)
+    os.killpg(cut.pid, signal.SIGKILL)
+    cut.wait(timeout=60)
+    assert records.read_text().count("\n") < 9, "the run finished before it could be killed"
+    refused = cli("--out", tmp_path / "cut")
+    assert refused.wait(timeout=300) == 2 and "pass --resume" in refused.stderr.read()
+    resumed = cli("--out", tmp_path / "cut", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    key = lambda line: json.loads(line)["index"]  # noqa: E731
+    full_lines = sorted((tmp_path / "full" / "records.jsonl").read_text().splitlines(), key=key)
+    assert sorted(records.read_text().splitlines(), key=key) == full_lines
+    a, b = (json.loads((tmp_path / d / "corruption.json").read_text()) for d in ("full", "cut"))
+    assert a["rows"] == b["rows"] and a["errors"] == b["errors"] and b["cost"]["resumed_images"] >= 2
+    # the standard model as its own reference: CE 1 for every corruption
+    again = invoke_cli(*args, "--out", tmp_path / "self", "--reference", tmp_path / "full")
+    assert again.exit_code == 0, again.output
+    ref = json.loads((tmp_path / "self" / "corruption.json").read_text())["errors"]
+    assert all(v in (1.0, None) for v in ref["ce"].values()) and "rel. CE" in again.output
+    assert {p.name for p in (tmp_path / "full" / "figures").iterdir()} == {
+        "corruption_heatmap.png", "corruption_examples.png", "corruption_families.png"}
