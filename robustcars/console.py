@@ -233,7 +233,7 @@ def attack_table(result: dict[str, Any]) -> Table:
     t = Table(title=f"Robustness of {result['run']['arch']} on {data['images']} {data['split']} images")
     head, body = attack_rows(result["rows"])
     for i, name in enumerate(head):
-        t.add_column(name, justify="left" if i == 0 else "right")
+        t.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)  # row names stay whole
     for row in body:
         t.add_row(*row, style="bold" if row[0].startswith("worst case") else None)
     return t

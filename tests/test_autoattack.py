@@ -106,7 +106,9 @@ def _rec(path, label, clean, preds_by_eps):
 def _meta(attack, norm="linf", accs=(), target=None, images=4):
     return {"config": {"attack": attack, "split": "test", "max_images": None, "seed": 0},
             "threat_model": {"norm": norm, "params": {} if target is None else {"target": target}},
-            "data": {"images": images}, "rows": [{"accuracy": 1.0}] + [{"eps": e, "accuracy": a} for e, a in accs]}
+            "data": {"images": images},
+            "rows": [{"attack": "clean", "accuracy": 1.0}]
+            + [{"attack": attack, "eps": e, "accuracy": a} for e, a in accs]}
 
 
 def test_worst_case_row_and_each_attacks_contribution():

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import robustcars.training.loop
 from robustcars import storage as rio
 from robustcars.errors import ConfigError
 from robustcars.models.checkpoint import read_checkpoint
@@ -138,7 +139,7 @@ def test_the_fgsm_rs_guard_stops_on_a_collapse_and_keeps_the_best_epoch(tiny_dat
     def fake(model, batches, eps, steps=10, seed=0):
         return next(guard) if len(batches) == 1 and len(batches[0][1]) == 8 and seed == 1 else real(
             model, batches, eps, steps, seed)
-    monkeypatch.setattr(defend, "robust_accuracy", fake)
+    monkeypatch.setattr(robustcars.training.loop, "robust_accuracy", fake)  # where the loop calls it
     res = fit(cfg_for(tiny_data, tmp_path / "run", adversarial="fgsm-rs", train_eps=0.03, robust_val_images=4,
                       robust_val_steps=2, epochs=5, eps_warmup=0))
     assert [h["epoch"] for h in res.history] == [1, 2, 3] and res.stopped_early

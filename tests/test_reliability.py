@@ -40,7 +40,9 @@ def trained(tmp_path_factory):
 def _meta(attack, acc, *, target=None, images=9, max_images=None, norm="linf"):
     return {"config": {"attack": attack, "split": "test", "max_images": max_images, "seed": 0},
             "threat_model": {"norm": norm, "params": {} if target is None else {"target": target}},
-            "data": {"images": images}, "rows": [{"accuracy": 0.9}] + [{"eps": e, "accuracy": a} for e, a in acc]}
+            "data": {"images": images},
+            "rows": [{"attack": "clean", "accuracy": 0.9}]
+            + [{"attack": attack, "eps": e, "accuracy": a} for e, a in acc]}
 
 
 def test_suite_checks_compare_entries_by_label_like_with_like():

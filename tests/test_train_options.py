@@ -31,7 +31,7 @@ def test_every_train_option_of_the_config_is_a_cli_option_with_its_default():
     names = [n for n, _, _ in train_options()]
     assert len(names) == 26 and set(names) <= set(cli)
     assert {n: cli[n] for n in names} == {n: DEFAULTS[n] for n in names}
-    assert set(cli) - set(names) == {"data", "out", "threads", "resume"}  # the CLI's own: where, and how fast
+    assert set(cli) - set(names) == {"data", "out", "threads", "resume", "events"}  # the CLI's own
 
 
 def test_the_web_request_and_form_have_the_cli_defaults():

@@ -227,9 +227,9 @@ def _check_out(out: Path) -> None:
         raise ConfigError(f"--out {out} is a file; choose a folder")
 
 
-_DATA_HELP = (f"Data root: class folders in train/, val/, test/ (ImageFolder layout, any class-folder dataset) or "
-              f"the Stanford Cars devkit layout (cars_train/, cars_test/, devkit/) \\[default: ${DATA_ENV}, else "
-              f"{DEFAULT_DATA}].")
+_DATA_HELP = (f"Data root \\[default: ${DATA_ENV}, else {DEFAULT_DATA}]: class folders in train/, val/, test/ "
+              "(ImageFolder layout, any class-folder dataset) or the Stanford Cars devkit layout (cars_train/, "
+              "cars_test/, devkit/).")
 
 
 def _config_parameters(options) -> list[inspect.Parameter]:
