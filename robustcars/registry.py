@@ -463,10 +463,6 @@ def param_help(name: str) -> str:
     return f"{what[:1].upper()}{what[1:]} \\[default: {shown}]."
 
 
-def attack_help() -> str:
-    """One line per attack for ``--attack``'s help: name, norm, summary."""
-    return "; ".join(f"{s.name} ({NORMS[s.norm]}, {s.summary})" for s in ATTACKS.values())
-
 
 # --- training defences ---------------------------------------------------------------------------
 

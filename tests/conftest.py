@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +65,22 @@ def train_tiny_run(root: Path, *, epochs: int = 1, extra: tuple = (), classes: i
                    "--img-size", 32, "--batch-size", 8, "--workers", 0, *extra)
     assert r.exit_code == 0, r.output
     return data, run
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_process(*args) -> subprocess.Popen:
+    """``python -m robustcars ARGS`` in a process group of its own (so kill -9 reaches its workers too)."""
+    return subprocess.Popen([sys.executable, "-m", "robustcars", *map(str, args)], cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def kill_9_after(proc: subprocess.Popen, path: Path, lines: int, timeout: float = 300) -> None:
+    """SIGKILL ``proc``'s process group as soon as ``path`` holds ``lines`` complete lines."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (path.is_file() and path.read_text().count("\n") >= lines):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,13 +10,12 @@ import pytest
 from robustcars.errors import ConfigError
 from robustcars.registry import CORRUPTIONS, EXTRA_CORRUPTIONS
 
-from .conftest import invoke_cli, train_tiny_run
+from .conftest import cli_process, invoke_cli, kill_9_after, train_tiny_run
 
 pytest.importorskip("imagecorruptions")
 
 from robustcars.evaluation.corruptions import corrupt_image, corruption_errors, image_seed  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 ALL = [*CORRUPTIONS, *EXTRA_CORRUPTIONS]
 IMAGE = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
 
@@ -102,26 +95,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
     _, run = train_tiny_run(tmp_path)  # 3 classes, 9 test images, 32 px
     args = ["corrupt", "--run", run, "--corruption", "glass_blur", "--corruption", "impulse_noise", "--corruption",
             "fog", "--severity", 2, "--severity", 4, "--batch-size", 1, "--workers", 0, "--threads", 1]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-    def cli(*extra):
-        return subprocess.Popen([sys.executable, "-m", "robustcars", *map(str, args), *map(str, extra)], cwd=ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-
-    full = cli("--out", tmp_path / "full")
+    full = cli_process(*args, "--out", tmp_path / "full")
     assert full.wait(timeout=300) == 0, full.stderr.read()
-    cut = cli("--out", tmp_path / "cut")
     records = tmp_path / "cut" / "records.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (records.is_file() and records.read_text().count("\n") >= 2):
-        time.sleep(0.01)
-    os.killpg(cut.pid, signal.SIGKILL)
-    cut.wait(timeout=60)
+    kill_9_after(cli_process(*args, "--out", tmp_path / "cut"), records, 2)
     assert records.read_text().count("\n") < 9, "the run finished before it could be killed"
-    refused = cli("--out", tmp_path / "cut")
+    refused = cli_process(*args, "--out", tmp_path / "cut")
     assert refused.wait(timeout=300) == 2 and "pass --resume" in refused.stderr.read()
-    resumed = cli("--out", tmp_path / "cut", "--resume")
+    resumed = cli_process(*args, "--out", tmp_path / "cut", "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     key = lambda line: json.loads(line)["index"]  # noqa: E731
     full_lines = sorted((tmp_path / "full" / "records.jsonl").read_text().splitlines(), key=key)

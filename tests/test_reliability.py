@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ from robustcars.console import PlainProgress
 from robustcars.evaluation.checks import suite_checks
 from robustcars.reporting.aggregate import extreme_candidates, extreme_images
 
-from .conftest import make_folder_dataset, train_tiny_run
+from .conftest import cli_process, kill_9_after, make_folder_dataset, train_tiny_run
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,24 +205,12 @@ def test_kill_9_then_resume_is_bit_identical_with_workers(tmp_path):
     data = make_folder_dataset(tmp_path / "cars", per_split=(24, 3, 3))
     args = ["train", "--data", data, "--arch", "resnet18", "--weights", "none", "--epochs", 4, "--img-size", 48,
             "--batch-size", 8, "--workers", 2, "--threads", 1, "--seed", 3]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-    def cli(*extra):
-        return subprocess.Popen([sys.executable, "-m", "robustcars", *map(str, args), *map(str, extra)], cwd=ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-
-    full = cli("--out", tmp_path / "full")
+    full = cli_process(*args, "--out", tmp_path / "full")
     assert full.wait(timeout=300) == 0, full.stderr.read()
-    cut = cli("--out", tmp_path / "cut")
     history = tmp_path / "cut" / "history.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (history.is_file() and history.read_text().count("\n") >= 2):
-        time.sleep(0.01)
-    os.killpg(cut.pid, signal.SIGKILL)
-    cut.wait(timeout=60)
+    kill_9_after(cli_process(*args, "--out", tmp_path / "cut"), history, 2)
     assert history.read_text().count("\n") < 5, "the run finished before it could be killed"
-    resumed = cli("--out", tmp_path / "cut", "--resume")
+    resumed = cli_process(*args, "--out", tmp_path / "cut", "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert _history_without_times(tmp_path / "cut") == _history_without_times(tmp_path / "full")
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("full", "cut"))

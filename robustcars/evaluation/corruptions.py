@@ -45,7 +45,7 @@ from robustcars.data.cars import Sample, load_cars, subsample
 from robustcars.data.images import build_resize, read_image
 from robustcars.errors import ConfigError, DataError, StorageError
 from robustcars.evaluation.resume import ResumeState
-from robustcars.evaluation.runner import recorded, top_classes, truncate_torn
+from robustcars.evaluation.runner import open_folder, recorded, top_classes, truncate_torn
 from robustcars.lock import output_lock
 from robustcars.metrics import accuracy, entropy, macro_f1, mean_std, rank_shift_summary, ranks_of
 from robustcars.models.source import check_logits, from_run
@@ -214,20 +214,6 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def _open_folder(out: Path, cfg: CorruptConfig, total: int, resume: bool) -> tuple[set[int], bool]:
-    """The resume rules of attacks: records without --resume or of another configuration are refused."""
-    records = out / "records.jsonl"
-    if not (records.exists() and records.stat().st_size > 0):
-        return set(), False
-    if not resume:
-        raise ConfigError(f"{out} already holds corruption records; pass --resume to continue or choose another --out")
-    state = ResumeState.load(out)
-    if state is None or state.fingerprint != cfg.fingerprint():
-        raise ConfigError(f"{out} holds records of a different corruption configuration; use another --out")
-    done = recorded(out)
-    return done, state.finished and (out / RESULT_NAME).is_file() and len(done) == total
-
-
 def run_corruptions(cfg: CorruptConfig, *, resume: bool = False, reference: str | Path | None = None,
                     progress: Callable[[int, int], Callable[[int], None]] | None = None, command: str = ""
                     ) -> dict[str, Any]:
@@ -261,7 +247,9 @@ def run_corruptions(cfg: CorruptConfig, *, resume: bool = False, reference: str 
                      f"run {cfg.run}")
     out = Path(cfg.out)
     with output_lock(out):
-        done, finished = _open_folder(out, cfg, len(samples), resume)
+        done, finished = open_folder(out, cfg, len(samples), resume=resume, what="corruption",
+                                     complete=lambda o: (o / RESULT_NAME).is_file()
+                                     and len(recorded(o)) == len(samples))
         if finished:
             return {**read_json_file(out / RESULT_NAME, "corruption result"), "unchanged": True}
         ResumeState(cfg.fingerprint(), asdict(cfg), len(samples)).save(out)

@@ -24,7 +24,6 @@ into records; :func:`finish` writes the summary, checks and figures.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -244,12 +243,13 @@ def _check_model(model: nn.Module, source: ModelSource, images: ImageSet) -> Non
     check_logits(logits, source.num_classes, source.arch)
 
 
-def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tuple[set[int], bool]:
-    """Apply the resume rules to ``out``; returns ``(indices already attacked, finished)``.
+def open_folder(out: Path, cfg, total: int, *, resume: bool, what: str = "attack",
+                complete: Callable[[Path], bool] | None = None) -> tuple[set[int], bool]:
+    """Apply the resume rules to ``out``; returns ``(indices already scored, finished)``.
 
     * records without ``--resume``: refused (nothing is overwritten);
-    * records of another configuration: refused;
-    * a finished attack (state says so and the folder is complete): ``finished=True``, nothing to do;
+    * records of another configuration (``cfg.fingerprint()``): refused;
+    * a finished run (state says so and ``complete(out)``; default: a loadable attack folder): ``finished=True``;
     * otherwise the complete records count as done (a torn last line is dropped by the caller).
     """
     shards = sorted(out.glob("records.rank*.jsonl"))
@@ -258,15 +258,23 @@ def open_folder(out: Path, cfg: AttackConfig, total: int, *, resume: bool) -> tu
     if not existing:
         return set(), False
     if not resume:
-        raise ConfigError(f"{out} already holds attack records; pass --resume to continue or choose another --out")
+        raise ConfigError(f"{out} already holds {what} records; pass --resume to continue or choose another --out")
     state = ResumeState.load(out)
     if state is None or state.fingerprint != cfg.fingerprint():
-        raise ConfigError(f"{out} holds records of a different attack configuration; use another --out")
-    if state.finished and (out / "attack.json").is_file():
-        with contextlib.suppress(DataError):
-            load_attack(out)
-            return set(range(total)), True
+        raise ConfigError(f"{out} holds records of a different {what} configuration; use another --out")
+    if state.finished and (complete or _attack_complete)(out):
+        return set(range(total)), True
     return recorded(out), False
+
+
+def _attack_complete(out: Path) -> bool:
+    if not (out / "attack.json").is_file():
+        return False
+    try:
+        load_attack(out)
+    except DataError:
+        return False
+    return True
 
 
 def recorded(out: Path) -> set[int]:
