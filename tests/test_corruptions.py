@@ -116,3 +116,29 @@ def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
     assert all(v in (1.0, None) for v in ref["ce"].values()) and "rel. CE" in again.output
     assert {p.name for p in (tmp_path / "full" / "figures").iterdir()} == {
         "corruption_heatmap.png", "corruption_examples.png", "corruption_families.png"}
+
+
+def test_a_cache_gives_the_same_records_and_spares_the_second_run_the_corruptions(tmp_path, monkeypatch):
+    import robustcars.evaluation.corruptions as corruptions
+
+    _, run = train_tiny_run(tmp_path)
+    args = ["corrupt", "--run", run, "--corruption", "glass_blur", "--corruption", "fog", "--severity", 3,
+            "--workers", 0, "--threads", 1]
+    plain = invoke_cli(*args, "--out", tmp_path / "plain")
+    first = invoke_cli(*args, "--out", tmp_path / "first", "--cache", tmp_path / "cache")
+    assert plain.exit_code == 0 and first.exit_code == 0, plain.output + first.output
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == 9 * 2  # 9 test images x 2 corruptions
+
+    def no_corruption(*a, **k):
+        raise AssertionError("a cached image was corrupted again")
+
+    monkeypatch.setattr(corruptions, "corrupt_image", no_corruption)
+    second = invoke_cli(*args, "--out", tmp_path / "second", "--cache", tmp_path / "cache")
+    assert second.exit_code == 0, second.output
+    lines = lambda d: (tmp_path / d / "records.jsonl").read_text()  # noqa: E731
+    assert lines("first") == lines("plain") == lines("second")
+    manifest = tmp_path / "cache" / "cache.json"
+    manifest.write_text(manifest.read_text().replace('"img_size": 32', '"img_size": 64'))
+    refused = invoke_cli(*args, "--out", tmp_path / "third", "--cache", tmp_path / "cache")
+    assert refused.exit_code == 2 and "other settings: img_size 64 (here 32)" in refused.output
+    assert not (tmp_path / "third").exists()

@@ -490,6 +490,7 @@ def corrupt(
     out: Annotated[Path | None, typer.Option(help="Output folder \\[default: RUN/corrupt].", show_default=False)] = None,
     data: Annotated[Path | None, typer.Option(help="Data root, if not the one saved in the run.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the subset and of every corrupted image.")] = 0,
+    cache: Annotated[Path | None, typer.Option(help="Folder of corrupted images (PNG) to reuse: read where it holds an image, written where not, so a second model on the same images pays forward passes only. The records are the same with or without it.", show_default=False)] = None,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes: they generate the corruptions, the costly part.")] = 2,
     device: Annotated[Device, typer.Option(help="auto = CUDA when available, else CPU.")] = Device.auto,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")] = None,
@@ -504,7 +505,8 @@ def corrupt(
     out = out or run_dir / "corrupt"
     cfg = CorruptConfig(run=str(run.resolve()), out=str(out), corruptions=names, severities=list(severity or [1, 2, 3, 4, 5]),
                         split=split.value, batch_size=batch_size, max_images=max_images, seed=seed, workers=workers,
-                        device=device.value, data=str(data.resolve()) if data else None).validate()
+                        device=device.value, data=str(data.resolve()) if data else None,
+                        cache=str(cache.resolve()) if cache else None).validate()
     _check_out(out)
     if not run.exists():
         raise ConfigError(f"--run {run} not found (a run folder or a checkpoint .pt file)")

@@ -27,6 +27,8 @@ mean, relative mCE. Without a reference, the mean error over severities per corr
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import time
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -99,21 +102,82 @@ def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int) 
     return np.asarray(out, dtype=np.uint8).reshape(image.shape)
 
 
+class CorruptionCache:
+    """A folder of corrupted images (8-bit PNG, lossless) shared by runs and models: Stanford-Cars-C written once.
+
+    A corrupted image is a function of its source image, the input size and resize, the corruption, the
+    severity and its seed (:func:`image_seed`), and the library's version; ``cache.json`` holds what is the same
+    for every file (size, resize, data root, library version) and a folder made for other settings is refused.
+    Files are ``<corruption>/<severity>/<sha1 of the image's path>-<seed>.png``, each written atomically, so
+    several processes may fill one cache: they write identical bytes.
+
+    Raises:
+        ConfigError: ``folder`` holds a cache made for other settings.
+        StorageError: the manifest cannot be written.
+    """
+
+    def __init__(self, folder: str | Path, img_size: int, resize: str, root: str | Path) -> None:
+        self.folder = Path(folder)
+        self.manifest = {"kind": "robustcars-corruption-cache", "img_size": img_size, "resize": resize,
+                         "data": str(Path(root).resolve()), "imagecorruptions-imaug": _package_version()}
+        path = self.folder / "cache.json"
+        if path.is_file():
+            found = read_json_file(path, "corruption cache manifest")
+            if found != self.manifest:
+                diff = ", ".join(f"{k} {found.get(k)!r} (here {v!r})" for k, v in self.manifest.items()
+                                 if found.get(k) != v)
+                raise ConfigError(f"--cache {self.folder} holds corrupted images made with other settings: {diff}; "
+                                  "use another folder")
+        else:
+            rio.write_json(path, self.manifest)
+
+    def path(self, key: str, corruption: str, severity: int, seed: int) -> Path:
+        name = hashlib.sha1(key.encode()).hexdigest()[:16]
+        return self.folder / corruption / str(severity) / f"{name}-{seed}.png"
+
+    def get(self, key: str, corruption: str, severity: int, seed: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        path = self.path(key, corruption, severity, seed)
+        if not path.is_file():
+            return None
+        with Image.open(path) as im:
+            image = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return image if image.shape == shape else None  # a file of another shape: made again
+
+    def put(self, key: str, corruption: str, severity: int, seed: int, image: np.ndarray) -> None:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        path = self.path(key, corruption, severity, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rio.write_bytes(path, buf.getvalue())
+
+
 class CorruptedImages(Dataset):
     """Item ``i``: ``(clean uint8 (3, H, W), corrupted uint8 (M, 3, H, W), label)`` with M = corruptions x
-    severities in that order; generated in the DataLoader's workers (the costly part: forward passes are cheap)."""
+    severities in that order; generated in the DataLoader's workers (the costly part: forward passes are cheap),
+    or read from ``cache`` where it holds them (and written there where it does not)."""
 
     def __init__(self, samples: list[Sample], indices: list[int], resize, combos: list[tuple[str, int]],
-                 seed: int) -> None:
+                 seed: int, keys: list[str] | None = None, cache: CorruptionCache | None = None) -> None:
         self.samples, self.indices, self.resize, self.combos, self.seed = samples, indices, resize, combos, seed
+        self.keys, self.cache = keys, cache
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _corrupted(self, i: int, image: np.ndarray, c: str, s: int) -> np.ndarray:
+        seed = image_seed(self.seed, i, c, s)
+        if self.cache is None:
+            return corrupt_image(image, c, s, seed)
+        out = self.cache.get(self.keys[i], c, s, seed, image.shape)
+        if out is None:
+            out = corrupt_image(image, c, s, seed)
+            self.cache.put(self.keys[i], c, s, seed, out)
+        return out
+
     def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         i = self.indices[j]
         image = np.asarray(self.resize(read_image(self.samples[i])), dtype=np.uint8)
-        out = [corrupt_image(image, c, s, image_seed(self.seed, i, c, s)) for c, s in self.combos]
+        out = [self._corrupted(i, image, c, s) for c, s in self.combos]
         chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # noqa: E731
         return chw(image), torch.stack([chw(a) for a in out]), self.samples[i].label
 
@@ -245,6 +309,7 @@ def run_corruptions(cfg: CorruptConfig, *, resume: bool = False, reference: str 
     with torch.inference_mode():
         check_logits(model(torch.zeros(1, 3, source.img_size, source.img_size, device=device)), source.num_classes,
                      f"run {cfg.run}")
+    cache = CorruptionCache(cfg.cache, source.img_size, source.resize, data.root) if cfg.cache else None
     out = Path(cfg.out)
     with output_lock(out):
         done, finished = open_folder(out, cfg, len(samples), resume=resume, what="corruption",
@@ -256,9 +321,10 @@ def run_corruptions(cfg: CorruptConfig, *, resume: bool = False, reference: str 
         todo = [i for i in range(len(samples)) if i not in done]
         t0 = time.perf_counter()
         _score_all(model, device, samples, todo, build_resize(source.img_size, source.resize), combos, cfg, out,
-                   progress(len(samples), len(done)) if progress else (lambda n: None), data.root)
+                   progress(len(samples), len(done)) if progress else (lambda n: None), data.root, cache)
         seconds = time.perf_counter() - t0
-        return _finish(cfg, source, samples, combos, out, ref, seconds, len(todo), command or cfg.command())
+        return _finish(cfg, source, samples, combos, out, ref, seconds, len(todo), command or cfg.command(),
+                       _example_grid(cfg, source, samples, data.root, cache))
 
 
 def _relative(path: str | Path, root: str | Path) -> str:
@@ -269,16 +335,18 @@ def _relative(path: str | Path, root: str | Path) -> str:
         return str(path)
 
 
-def _score_all(model, device, samples, todo, resize, combos, cfg: CorruptConfig, out: Path, advance, root) -> None:
+def _score_all(model, device, samples, todo, resize, combos, cfg: CorruptConfig, out: Path, advance, root,
+               cache: CorruptionCache | None) -> None:
     path = out / "records.jsonl"
     truncate_torn(path)
-    loader = DataLoader(CorruptedImages(samples, todo, resize, combos, cfg.seed), batch_size=cfg.batch_size,
-                        shuffle=False, num_workers=cfg.workers)
+    keys = [_relative(s.path, root) for s in samples]
+    loader = DataLoader(CorruptedImages(samples, todo, resize, combos, cfg.seed, keys, cache),
+                        batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
     position = 0
     for clean, corrupted, labels in loader:
         idx = todo[position:position + len(labels)]
         recs = batch_records(model, clean.to(device), corrupted.to(device), labels, idx,
-                             [_relative(samples[i].path, root) for i in idx], combos, cfg.batch_size)
+                             [keys[i] for i in idx], combos, cfg.batch_size)
         try:
             with open(path, "ab") as fh:
                 fh.write("".join(json.dumps(r) + "\n" for r in recs).encode())
@@ -289,18 +357,26 @@ def _score_all(model, device, samples, todo, resize, combos, cfg: CorruptConfig,
         advance(len(labels))
 
 
-def _finish(cfg, source, samples, combos, out: Path, ref, seconds: float, scored: int, command: str
-            ) -> dict[str, Any]:
+def _example_grid(cfg: CorruptConfig, source, samples, root, cache: CorruptionCache | None
+                  ) -> tuple[dict[str, np.ndarray], int]:
+    """The first scored image, clean and under every corruption at the middle severity (the very images scored)."""
+    middle = cfg.severities[len(cfg.severities) // 2]
+    keys = [_relative(s.path, root) for s in samples[:1]]
+    clean, corrupted, _ = CorruptedImages(samples, [0], build_resize(source.img_size, source.resize),
+                                          [(c, middle) for c in cfg.corruptions], cfg.seed, keys, cache)[0]
+    hwc = lambda t: t.numpy().transpose(1, 2, 0)  # noqa: E731
+    return {"clean": hwc(clean), **{c: hwc(a) for c, a in zip(cfg.corruptions, corrupted)}}, middle
+
+
+def _finish(cfg, source, samples, combos, out: Path, ref, seconds: float, scored: int, command: str,
+            grid: tuple[dict[str, np.ndarray], int]) -> dict[str, Any]:
     from robustcars.reporting.figures import corruption_figures
 
     records = sorted(read_records(out / "records.jsonl").records, key=lambda r: r["index"])
     if len(records) != len(samples):
         raise DataError(f"{out / 'records.jsonl'} holds {len(records)} records for {len(samples)} images")
     summary = summarize(records, combos)
-    example = np.asarray(build_resize(source.img_size, source.resize)(read_image(samples[0])), dtype=np.uint8)
-    middle = cfg.severities[len(cfg.severities) // 2]
-    grid = {c: corrupt_image(example, c, middle, image_seed(cfg.seed, 0, c, middle)) for c in cfg.corruptions}
-    figures = corruption_figures(summary, {"clean": example, **grid}, middle, out / "figures",
+    figures = corruption_figures(summary, grid[0], grid[1], out / "figures",
                                  f"{source.arch} on {len(samples)} {cfg.split} images")
     result = {
         "schema_version": SCHEMA_VERSION, "kind": KIND, "command": command, "reproduce": cfg.command(),
