@@ -315,6 +315,7 @@ class CorruptConfig:
     device: str = "auto"
     data: str | None = None
     cache: str | None = None  # a folder of corrupted images shared across runs (does not change the records)
+    reference: str | None = None  # a reference model's corruption folder, for CE / mCE (not in the records)
 
     def validate(self) -> CorruptConfig:
         from robustcars.registry import CORRUPTIONS, check_corruptions
@@ -344,7 +345,8 @@ class CorruptConfig:
         opts: list[tuple[str, Any]] = [("--run", self.run)]
         opts += [("--corruption", c) for c in self.corruptions] + [("--severity", s) for s in self.severities]
         opts += [("--split", self.split), ("--max-images", self.max_images), ("--seed", self.seed),
-                 ("--data", self.data), ("--cache", self.cache), ("--out", self.out)]
+                 ("--data", self.data), ("--cache", self.cache),
+                 ("--reference", self.reference), ("--out", self.out)]
         return _join("corrupt", opts)
 
 

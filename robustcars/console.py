@@ -239,6 +239,10 @@ def attack_table(result: dict[str, Any]) -> Table:
     return t
 
 
+def _signed(change: float) -> str:
+    return f"{100 * change:+.1f}"
+
+
 def corruption_table(result: dict[str, Any]) -> Table:
     """A corruption.json as a table: per corruption, accuracy at each severity, mean error, and CE / relative CE
     when a reference was given; the last line mCE."""
@@ -247,15 +251,21 @@ def corruption_table(result: dict[str, Any]) -> Table:
     ref = "ce" in err
     t = Table(title=f"Natural corruptions: {result['run']['arch']} on {result['data']['images']} "
                     f"{result['data']['split']} images (clean accuracy {fmt(result['clean']['accuracy'], 4)})")
-    for name in ["corruption", "family", *[f"acc s{s}" for s in sevs], "mean error", *(["CE", "rel. CE"] * ref)]:
+    for name in ["corruption", "family", *[f"acc s{s}" for s in sevs], "mean error",
+                 *(["CE", "rel. CE", "Δ acc"] * ref)]:
         t.add_column(name, justify="left" if name in ("corruption", "family") else "right")
     acc = {(r["corruption"], r["severity"]): r["accuracy"] for r in rows}
     for c in dict.fromkeys(r["corruption"] for r in rows):
         family = next(r["family"] for r in rows if r["corruption"] == c)
         t.add_row(c, family, *[fmt(acc.get((c, s)), 3) for s in sevs], fmt(err["mean_error"][c], 3),
-                  *([fmt(err["ce"][c], 3), fmt(err["relative_ce"][c], 3)] if ref else []))
+                  *([fmt(err["ce"][c], 3), fmt(err["relative_ce"][c], 3), _signed(err["accuracy_change"][c])]
+                    if ref else []))
     t.add_row("mean (benchmark corruptions)", "", *[""] * len(sevs), fmt(err["mean_corruption_error"], 3),
-              *([fmt(err["mce"], 3), fmt(err["relative_mce"], 3)] if ref else []), style="bold")
+              *([fmt(err["mce"], 3), fmt(err["relative_mce"], 3), ""] if ref else []), style="bold")
+    if ref:
+        t.add_row("clean", "", *[""] * len(sevs), fmt(1 - result["clean"]["accuracy"], 3), "", "",
+                  _signed(err["clean_accuracy_change"]))
+        t.caption = "Δ acc: this model's accuracy minus the reference's, points, mean over severities"
     return t
 
 

@@ -77,6 +77,9 @@ def test_ce_and_mce_against_numbers_computed_by_hand():
     assert e["relative_ce"]["fog"] == pytest.approx((0.1 + 0.3) / (0.2 + 0.6))
     assert e["relative_ce"]["contrast"] == pytest.approx((0.0 + 0.4) / (0.0 + 0.2))
     assert e["relative_mce"] == pytest.approx((0.5 + 2.0) / 2)
+    # accuracy change, this model minus the reference: fog (0.2 + 0.4) / 2, contrast (0.1 - 0.1) / 2, spatter 0.2
+    assert e["accuracy_change"] == pytest.approx({"fog": 0.3, "contrast": 0.0, "spatter": 0.2})
+    assert e["clean_accuracy_change"] == pytest.approx(0.1)
     assert "ce" not in corruption_errors(model, clean)
 
 
@@ -114,8 +117,11 @@ def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
     assert again.exit_code == 0, again.output
     ref = json.loads((tmp_path / "self" / "corruption.json").read_text())["errors"]
     assert all(v in (1.0, None) for v in ref["ce"].values()) and "rel. CE" in again.output
+    assert set(ref["accuracy_change"].values()) == {0.0} and "--reference" in json.loads(
+        (tmp_path / "self" / "corruption.json").read_text())["reproduce"]
     assert {p.name for p in (tmp_path / "full" / "figures").iterdir()} == {
         "corruption_heatmap.png", "corruption_examples.png", "corruption_families.png"}
+    assert (tmp_path / "self" / "figures" / "corruption_change.png").is_file()
 
 
 def test_a_cache_gives_the_same_records_and_spares_the_second_run_the_corruptions(tmp_path, monkeypatch):

@@ -506,7 +506,8 @@ def corrupt(
     cfg = CorruptConfig(run=str(run.resolve()), out=str(out), corruptions=names, severities=list(severity or [1, 2, 3, 4, 5]),
                         split=split.value, batch_size=batch_size, max_images=max_images, seed=seed, workers=workers,
                         device=device.value, data=str(data.resolve()) if data else None,
-                        cache=str(cache.resolve()) if cache else None).validate()
+                        cache=str(cache.resolve()) if cache else None,
+                        reference=str(reference.resolve()) if reference else None).validate()
     _check_out(out)
     if not run.exists():
         raise ConfigError(f"--run {run} not found (a run folder or a checkpoint .pt file)")
@@ -523,7 +524,7 @@ def corrupt(
         return bar.advance
 
     try:
-        result = run_corruptions(cfg, resume=resume, reference=reference, progress=progress, command=_typed())
+        result = run_corruptions(cfg, resume=resume, progress=progress, command=_typed())
     finally:
         if bar is not None:
             bar.stop()

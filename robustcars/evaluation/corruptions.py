@@ -238,7 +238,9 @@ def summarize(records: list[dict[str, Any]], combos: list[tuple[str, int]]) -> d
 def corruption_errors(rows: list[dict[str, Any]], clean: dict[str, Any],
                       reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Errors per corruption (mean over its severities) and, with ``reference`` (another corruption.json's
-    ``clean`` and ``rows`` on the same images), ImageNet-C's CE, mCE, relative CE and relative mCE.
+    ``clean`` and ``rows`` on the same images), ImageNet-C's CE, mCE, relative CE and relative mCE, and the
+    accuracy change against the reference (this model's minus the reference's; clean, and per corruption the
+    mean over its severities).
 
     mCE and the mean error are over the benchmark corruptions (:data:`robustcars.registry.CORRUPTIONS`) that
     were measured; the held-out ones get a CE but stay out of the means.
@@ -263,6 +265,8 @@ def corruption_errors(rows: list[dict[str, Any]], clean: dict[str, Any],
         raise DataError(f"the reference scored {reference['clean']['images']} images, this run {clean['images']}: "
                         "run both on the same images (same --split, --max-images and --seed)")
     e0, r0 = 1 - clean["accuracy"], 1 - reference["clean"]["accuracy"]
+    out["clean_accuracy_change"] = r0 - e0
+    out["accuracy_change"] = {c: float(np.mean([ref[c, s] - err[c, s] for s in sev[c]])) for c in names}
     ce = {c: _ratio(sum(err[c, s] for s in sev[c]), sum(ref[c, s] for s in sev[c])) for c in names}
     rel = {c: _ratio(sum(err[c, s] - e0 for s in sev[c]), sum(ref[c, s] - r0 for s in sev[c])) for c in names}
     out.update(ce=ce, mce=_mean([ce[c] for c in bench]), relative_ce=rel, relative_mce=_mean([rel[c] for c in bench]))
@@ -278,12 +282,12 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def run_corruptions(cfg: CorruptConfig, *, resume: bool = False, reference: str | Path | None = None,
+def run_corruptions(cfg: CorruptConfig, *, resume: bool = False,
                     progress: Callable[[int, int], Callable[[int], None]] | None = None, command: str = ""
                     ) -> dict[str, Any]:
     """Score ``cfg.run``'s model on its split under every corruption and severity; returns corruption.json.
 
-    ``reference``: a corruption folder (or a run folder with ``corrupt/``) of another model on the same
+    ``cfg.reference``: a corruption folder (or a run folder with ``corrupt/``) of another model on the same
     images, for CE and mCE. ``progress(total, done)`` returns an ``advance(n)`` callback.
 
     Raises:
@@ -291,7 +295,7 @@ def run_corruptions(cfg: CorruptConfig, *, resume: bool = False, reference: str 
         is lost (records are appended batch by batch, every other file is written atomically).
     """
     cfg.validate()
-    ref = _read_reference(reference) if reference is not None else None
+    ref = _read_reference(cfg.reference) if cfg.reference is not None else None
     source = from_run(cfg.run)
     root = cfg.data or source.data_root
     data = load_cars(root, **source.data_options)
@@ -376,14 +380,16 @@ def _finish(cfg, source, samples, combos, out: Path, ref, seconds: float, scored
     if len(records) != len(samples):
         raise DataError(f"{out / 'records.jsonl'} holds {len(records)} records for {len(samples)} images")
     summary = summarize(records, combos)
+    errors = corruption_errors(summary["rows"], summary["clean"], ref)
     figures = corruption_figures(summary, grid[0], grid[1], out / "figures",
-                                 f"{source.arch} on {len(samples)} {cfg.split} images")
+                                 f"{source.arch} on {len(samples)} {cfg.split} images", errors,
+                                 ref["run"].get("checkpoint") if ref else None)
     result = {
         "schema_version": SCHEMA_VERSION, "kind": KIND, "command": command, "reproduce": cfg.command(),
         "config": asdict(cfg), "run": {**source.info, "img_size": source.img_size, "resize": source.resize},
         "data": {"root": str(cfg.data or source.data_root), "split": cfg.split, "images": len(samples)},
         "clean": summary["clean"], "rows": summary["rows"],
-        "errors": corruption_errors(summary["rows"], summary["clean"], ref),
+        "errors": errors,
         "reference": ref["dir"] if ref else None,
         "cost": {"seconds": round(seconds, 2), "images_per_second": round(scored / seconds, 3) if seconds else None,
                  "corrupted_images_per_image": len(combos), "resumed_images": len(samples) - scored},

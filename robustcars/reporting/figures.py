@@ -330,7 +330,7 @@ def corruption_family_figure(summary: dict[str, Any]) -> plt.Figure:
     names = list(dict.fromkeys(r["corruption"] for r in rows))
     family = {r["corruption"]: r["family"] for r in rows}
     mean = [float(np.mean([r["accuracy"] for r in rows if r["corruption"] == c])) for c in names]
-    colors = {"noise": "#2563eb", "blur": "#16a34a", "weather": "#ea580c", "digital": "#9333ea", "extra": "#6b7280"}
+    colors = _FAMILY_COLORS
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 1.5), 3.4))
     ax.bar(range(len(names)), mean, color=[colors.get(family[c], "#6b7280") for c in names])
     ax.axhline(summary["clean"]["accuracy"], color="black", lw=1, ls="--", label="clean")
@@ -343,10 +343,37 @@ def corruption_family_figure(summary: dict[str, Any]) -> plt.Figure:
     return fig
 
 
+_FAMILY_COLORS = {"noise": "#2563eb", "blur": "#16a34a", "weather": "#ea580c", "digital": "#9333ea", "extra": "#6b7280"}
+
+
+def corruption_change_figure(summary: dict[str, Any], errors: dict[str, Any], reference: str) -> plt.Figure:
+    """Per corruption, this model's accuracy minus the reference's (mean over severities, points), coloured by
+    family; the dashed line is the change on clean images, so a bar above it is a corruption the model holds
+    up under better than its clean accuracy alone would say."""
+    change = errors["accuracy_change"]
+    family = {r["corruption"]: r["family"] for r in summary["rows"]}
+    names = list(change)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 1.5), 3.6))
+    ax.bar(range(len(names)), [100 * change[c] for c in names],
+           color=[_FAMILY_COLORS.get(family[c], "#6b7280") for c in names])
+    ax.axhline(100 * errors["clean_accuracy_change"], color="black", lw=1, ls="--", label="clean")
+    ax.axhline(0, color="#6b7280", lw=0.6)
+    ax.set_xticks(range(len(names)), [c.replace("_", " ") for c in names], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy change, points\n(mean over severities)")
+    ax.set_title(f"change against the reference {reference}", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def corruption_figures(summary: dict[str, Any], images: dict[str, np.ndarray], severity: int, folder: str | Path,
-                       title: str) -> list[Path]:
-    """The three figures of a corruption folder: heatmap, example grid, per-family bars (PNG, atomic)."""
+                       title: str, errors: dict[str, Any] | None = None, reference: str | None = None) -> list[Path]:
+    """The figures of a corruption folder: heatmap, example grid, per-family bars, and with a reference the
+    change per corruption (PNG, atomic)."""
     folder = Path(folder)
-    return [_save(corruption_heatmap_figure(summary, title), folder / "corruption_heatmap.png"),
-            _save(corruption_examples_figure(images, severity), folder / "corruption_examples.png"),
-            _save(corruption_family_figure(summary), folder / "corruption_families.png")]
+    paths = [_save(corruption_heatmap_figure(summary, title), folder / "corruption_heatmap.png"),
+             _save(corruption_examples_figure(images, severity), folder / "corruption_examples.png"),
+             _save(corruption_family_figure(summary), folder / "corruption_families.png")]
+    if errors and "accuracy_change" in errors:
+        paths.append(_save(corruption_change_figure(summary, errors, reference or "run"),
+                           folder / "corruption_change.png"))
+    return paths
