@@ -128,6 +128,7 @@ class AttackSpec:
     factory: str = ""  # "module:callable", imported only when the attack is built
     minimizes: str | None = None  # min-norm attacks whose objective is the norm they report (EAD's is not)
     min_classes: int = 2  # e.g. 4 for APGD-T, whose targeted DLR loss reads the four largest logits
+    slow: bool = False  # seconds or more per photo on a CPU even at its defaults (the web app runs it as a job)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -186,14 +187,17 @@ for _spec in (
                _FOOLBOX, minimizes="l2"),
     AttackSpec("deepfool_linf", "linf", "min-norm", "foolbox", "DeepFool L∞ (Moosavi-Dezfooli et al. 2016)", _DEEPFOOL,
                _FOOLBOX, minimizes="linf"),
-    AttackSpec("cw_l2", "l2", "min-norm", "foolbox", "Carlini & Wagner L2 (2017)", (
+    AttackSpec("cw_l2", "l2", "min-norm", "foolbox", "Carlini & Wagner L2 (2017)",
+               slow=True, params=(
         Param("binary_search_steps", integer(1, 100), 5, "binary-search steps over the constant c"),
         Param("steps", integer(1, 10_000), 100, "Adam steps per binary-search step"),
         Param("stepsize", number(gt=0, le=1), 0.001, "Adam step size (tanh space)"),
         Param("confidence", number(ge=0), 0.0, "logit margin required"),
         Param("initial_const", number(gt=0), 0.01, "first constant c"),
-        Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), _FOOLBOX, minimizes="l2"),
-    AttackSpec("ead", "l2", "min-norm", "foolbox", "EAD elastic-net (Chen et al. 2018), reported as L2", (
+        Param("abort_early", boolean, True, "stop a search whose loss no longer falls")),
+               factory=_FOOLBOX, minimizes="l2"),
+    AttackSpec("ead", "l2", "min-norm", "foolbox", "EAD elastic-net (Chen et al. 2018), reported as L2",
+               slow=True, params=(
         Param("binary_search_steps", integer(1, 100), 5, "binary-search steps over the constant c"),
         Param("steps", integer(1, 10_000), 100, "iterations per binary-search step"),
         Param("initial_stepsize", number(gt=0, le=1), 0.01, "first step size"),
@@ -201,14 +205,15 @@ for _spec in (
         Param("initial_const", number(gt=0), 0.001, "first constant c"),
         Param("regularization", number(gt=0), 0.01, "L1 weight beta"),
         Param("decision_rule", one_of("EN", "L1"), "EN", "which norm picks the best adversarial"),
-        Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), _FOOLBOX),
-    AttackSpec("hsj", "l2", "min-norm", "foolbox", "HopSkipJump (Chen et al. 2020), decision-based", (
+        Param("abort_early", boolean, True, "stop a search whose loss no longer falls")), factory=_FOOLBOX),
+    AttackSpec("hsj", "l2", "min-norm", "foolbox", "HopSkipJump (Chen et al. 2020), decision-based",
+               slow=True, params=(
         Param("steps", integer(1, 1000), 16, "iterations"),
         Param("initial_gradient_eval_steps", integer(1, 100_000), 100, "queries of the first gradient estimate"),
         Param("max_gradient_eval_steps", integer(1, 100_000), 1000, "most queries of a gradient estimate"),
         Param("gamma", number(gt=0), 1.0, "binary-search threshold factor"),
         Param("stepsize_search", one_of("geometric_progression", "grid_search"), "geometric_progression",
-              "step-size search")), _FOOLBOX, minimizes="l2"),
+              "step-size search")), factory=_FOOLBOX, minimizes="l2"),
 ):
     register_attack(_spec)
 
@@ -296,6 +301,32 @@ def attack_norms() -> dict[str, str]:
 
 def attack_names() -> list[str]:
     return sorted(ATTACKS)
+
+
+INTERACTIVE_PASSES = 200  # forward+backward passes on one photo that a web request may run while the user waits
+
+
+def runs_long(name: str, params: dict[str, Any]) -> bool:
+    """Whether attacking one photo may take more than a few seconds on a CPU (the web app runs it as a job):
+    the attacks marked ``slow`` (C&W, EAD, HopSkipJump: 14-126 s measured on a 160-px Lite0), cascades, and any
+    other whose passes per image by its parameters (steps x restarts; AutoAttack's iterations x restarts x target
+    classes, or queries x restarts) exceed :data:`INTERACTIVE_PASSES`.
+
+    Raises:
+        ConfigError: an unknown attack.
+    """
+    spec = attack_spec(name)
+    if spec.slow or name.startswith("cascade"):
+        return True
+    v = {**spec.defaults, **params}
+    if spec.kind == "iterative":
+        passes = v["steps"] * v["restarts"]
+    elif spec.source == "autoattack":  # iterations per target class (the targeted ones), then Square's queries
+        targets = v.get("n_target_classes", 1) if name.startswith(("apgd_t", "fab_t", "autoattack")) else 1
+        passes = (v.get("n_iter", 0) * targets + v.get("n_queries", 0)) * v["n_restarts"]
+    else:
+        passes = 0
+    return passes > INTERACTIVE_PASSES
 
 
 def attack_spec(name: str) -> AttackSpec:

@@ -228,3 +228,23 @@ def test_min_norm_adapter_attacks_only_clean_correct_images_and_counts_passes(na
     torch.testing.assert_close(out.min_norms[correct], whole[correct], rtol=1e-4, atol=1e-6)
     # passes: counted, and fewer than foolbox spends on the whole batch (it also works on the wrong ones)
     assert 0 < out.passes * len(y) < sum(forwards)
+
+
+class _MeanModel(nn.Module):
+    """Two classes by the mean pixel: class 0 above 0.2, class 1 below (so uniform noise, mean 0.5, is class 0)."""
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        return torch.stack([10 * (m - 0.2), torch.zeros_like(m)], 1)
+
+
+def test_hopskipjump_without_a_start_for_one_image_still_attacks_the_others():
+    """HopSkipJump's noise start cannot leave class 0 for the bright image: foolbox raises for the whole batch
+    ("init_attack failed"); the adapter attacks the dark one anyway and reports the bright one as not fooled."""
+    x = torch.stack([torch.full((3, 8, 8), 0.9), torch.full((3, 8, 8), 0.18)])
+    y = torch.tensor([0, 1])
+    model = _MeanModel().eval()
+    attack = get_attack("hsj", steps=2, initial_gradient_eval_steps=10, max_gradient_eval_steps=20)
+    out = attack(model, x, y, [1.0])
+    assert out.min_norms[0] == float("inf") and 0 < out.min_norms[1] <= 1.0
+    assert model(out.adv[0]).argmax(1).tolist() == [0, 0]  # the bright one kept, the dark one fooled

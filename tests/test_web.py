@@ -34,6 +34,7 @@ def fake_run(run: Path, classes: int = 16, img_size: int = 32) -> Path:
     from robustcars.models.zoo import build_model
     from robustcars.storage import write_json
 
+    torch.manual_seed(0)  # the same untrained net every run: the tests below read its answers
     model = build_model("resnet18", classes, weights="none").eval()
     with torch.no_grad():
         model.model.fc.weight.mul_(200)  # an untrained net's logits are nearly flat: make its answers react
@@ -135,6 +136,41 @@ def test_attack_returns_what_changed(client):
         assert b[key].startswith("data:image/png;base64,")
     zero = post_photo(client, "/api/attack", car_photo(), run="r16", eps=0).json()
     assert zero["linf"] == 0 and not zero["fooled"]
+
+
+def _attack_job(client, job: dict, timeout=180) -> dict:
+    deadline = time.time() + timeout
+    while job["state"] == "running" and time.time() < deadline:
+        time.sleep(0.2)
+        job = client.get(f"/api/attack-jobs/{job['job']}").json()
+    return job
+
+
+def test_a_long_attack_runs_as_a_job_beside_quick_predictions(client):
+    """HopSkipJump (slow in the registry) answers 202 with a job; a prediction meanwhile answers at once; a
+    second long attack is refused while it runs; cancel stops it; a short one ends with the usual answer."""
+    r = post_photo(client, "/api/attack", car_photo(), run="r16", attack="hsj", eps=0.5,
+                   params=json.dumps({"steps": 1000}))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "running" and job["attack"] == "hsj" and job["result"] is None
+    t0 = time.monotonic()
+    assert post_photo(client, "/api/predict", car_photo(), run="r16").status_code == 200
+    assert time.monotonic() - t0 < 5
+    busy = post_photo(client, "/api/attack", car_photo(), run="r16", attack="cw_l2", eps=0.5)
+    assert busy.status_code == 409 and "still running" in busy.json()["error"]
+    running = client.get(f"/api/attack-jobs/{job['job']}").json()
+    assert running["state"] == "running" and running["model_calls"] > 0  # still going, and counting
+    assert client.post(f"/api/attack-jobs/{job['job']}/cancel").status_code == 200
+    stopped = _attack_job(client, job, timeout=30)
+    assert stopped["state"] == "cancelled" and "cancelled" in stopped["error"]
+    r = post_photo(client, "/api/attack", car_photo(), run="r16", attack="hsj", eps=0.5,
+                   params=json.dumps({"steps": 1, "max_gradient_eval_steps": 10, "initial_gradient_eval_steps": 10}))
+    assert r.status_code == 202, r.text
+    done = _attack_job(client, r.json())
+    assert done["state"] == "done", done["error"]
+    assert done["result"]["norm"] == "l2" and done["result"]["adversarial"].startswith("data:image/png;base64,")
+    assert client.get("/api/attack-jobs/attack-999").status_code == 404
 
 
 def _wait(client, job, states=("done", "failed", "cancelled", "interrupted"), timeout=180):
@@ -344,21 +380,42 @@ def test_browser_inference_page_bars_and_live_attack(server, page, tmp_path):
     assert pg.locator("#bars .bar").count() == 15
     pg.wait_for_selector("#attackresult:not([hidden])")
     pg.eval_on_selector("#eps", "e => { e.value = 0; e.dispatchEvent(new Event('change')); }")
-    pg.wait_for_function("document.querySelector('#attackstate').textContent === 'fgsm at eps 0 (linf)'")
+    pg.wait_for_function("document.querySelector('#attackstate').textContent === 'fgsm at eps 0 (L∞)'")
     at_zero = pg.inner_text("#a_advbars")
     assert at_zero == pg.inner_text("#a_cleanbars")  # eps 0 changes nothing
     assert pg.inner_text("#a_pertcap") == "no perturbation (the attack returned the photo)"
     pg.eval_on_selector("#eps", "e => { e.value = 7; e.dispatchEvent(new Event('change')); }")
-    pg.wait_for_function(f"document.querySelector('#attackstate').textContent === 'fgsm at eps {16 / 255!r} (linf)'")
+    pg.wait_for_function("document.querySelector('#attackstate').textContent === 'fgsm at eps 16/255 = 0.06275 (L∞)'")
     assert pg.inner_text("#epsval") == "16/255 = 0.06275 (L∞)"
     assert pg.inner_text("#a_advbars") != at_zero  # the adversarial prediction moved
     assert pg.inner_text("#a_pertcap").endswith("(L∞ 0.0627)")
     pg.select_option("#attack", "pgd_l2")  # an L2 attack: the slider's budgets and the caption follow its norm
-    pg.wait_for_function("document.querySelector('#attackstate').textContent === 'pgd_l2 at eps 1 (l2)'")
+    pg.wait_for_function("document.querySelector('#attackstate').textContent === 'pgd_l2 at eps 1 (L2)'")
     assert pg.inner_text("#epsval") == "1 (L2)"
     assert " (L2 " in pg.inner_text("#a_pertcap")
     pg.screenshot(path=str(ARTIFACTS / "inference.png"), full_page=True)
+    _hopskipjump_runs_as_a_job(pg)
     assert not problems, problems
+
+
+def _hopskipjump_runs_as_a_job(pg) -> None:
+    """HopSkipJump from the page: it runs as a job (its progress on the page), a prediction meanwhile answers in
+    under 5 s, and Cancel stops it."""
+    pg.select_option("#attack", "hsj")
+    pg.wait_for_function("document.querySelector('#attackstate').textContent.includes('running as a job')")
+    assert pg.is_visible("#attackcancel")
+    ms = pg.evaluate("""async () => {
+        const form = new FormData();
+        form.append("file", document.querySelector("#file").files[0]);
+        form.append("run", "r16");
+        const t0 = performance.now();
+        const r = await fetch("/api/predict", {method: "POST", body: form});
+        return r.ok ? performance.now() - t0 : -r.status; }""")
+    assert 0 <= ms < 5000, ms
+    assert "running as a job" in pg.inner_text("#attackstate")  # the job went on meanwhile
+    pg.click("#attackcancel")
+    pg.wait_for_function("document.querySelector('#error').textContent.startsWith('hsj cancelled after')")
+    assert pg.is_hidden("#attackcancel")
 
 
 def test_browser_training_job_to_runs_page(server, page, roots):
@@ -383,4 +440,66 @@ def test_browser_training_job_to_runs_page(server, page, roots):
     assert "webjob" in pg.inner_text("#runs") and "done" in pg.inner_text("#runs")
     assert "A report" in pg.inner_text("#reports")
     pg.screenshot(path=str(ARTIFACTS / "runs.png"), full_page=True)
+    pg.goto(server + "/train")  # a reload shows the latest job
+    pg.wait_for_function("document.querySelector('#jobname').textContent === 'webjob'")
+    pg.wait_for_function("document.querySelector('#jobstate').textContent === 'done'")
+    assert pg.locator("#curves .xtick").all_text_contents() == ["1", "2"]  # integer epochs
+    assert pg.locator("#curves .ytick").all_text_contents() == ["0", "0.25", "0.5", "0.75", "1"]
+    assert not problems, problems
+
+
+def test_browser_resume_opens_the_train_page_on_its_job(server, page, roots):
+    """An interrupted job's Resume button on the Runs page lands on /train showing that job."""
+    pg, problems = page
+    runs = roots[0]
+    import httpx
+
+    with httpx.Client(base_url=server, timeout=30) as c:
+        assert c.post("/api/train", json={**TRAIN, "name": "toresume", "epochs": 300,
+                                         "limit_per_class": 2}).status_code == 202
+        deadline = time.time() + 120
+        while time.time() < deadline and not (runs / "toresume" / "last.pt").is_file():
+            time.sleep(0.2)
+        assert c.post("/api/jobs/toresume/cancel").status_code == 200
+        assert _wait(c, "toresume")["state"] == "cancelled"
+    pg.goto(server + "/runs")
+    row = pg.locator("#runs tbody tr", has_text="toresume")
+    row.locator("button").click()
+    pg.wait_for_url("**/train?job=toresume")
+    pg.wait_for_function("document.querySelector('#jobname').textContent === 'toresume'")
+    pg.wait_for_function("['running', 'done'].includes(document.querySelector('#jobstate').textContent)")
+    pg.click("#cancel")
+    pg.wait_for_function("document.querySelector('#jobstate').textContent === 'cancelled'")
+    assert not problems, problems
+
+
+WIDTHS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}
+DOCS_WEB = Path(__file__).resolve().parent.parent / "docs" / "web"
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_browser_pages_fit_phone_and_desktop_widths(server, page, tmp_path, width):
+    """No horizontal overflow on any page at 390 px and 1280 px; clean and adversarial images side by side;
+    the screenshots of docs/web/ are these."""
+    pg, problems = page
+    pg.set_viewport_size(WIDTHS[width])
+    photo = tmp_path / "car.jpg"
+    photo.write_bytes(car_photo())
+    pg.goto(server + "/")
+    pg.wait_for_selector("#run option[value=r16]", state="attached")
+    pg.select_option("#run", "r16")
+    pg.set_input_files("#file", str(photo))
+    pg.wait_for_selector("#attackresult:not([hidden])")
+    pg.wait_for_function("document.querySelector('#attackstate').textContent.startsWith('fgsm at eps')")
+    clean, adv = pg.locator("#a_orig").bounding_box(), pg.locator("#a_adv").bounding_box()
+    assert abs(clean["y"] - adv["y"]) < 1 and adv["x"] > clean["x"] + clean["width"] - 1  # side by side
+    shots = {"/": "inference", "/train": "train", "/runs": "runs"}
+    for url, name in shots.items():
+        if url != "/":
+            pg.goto(server + url)
+            pg.wait_for_load_state("networkidle")
+        overflow = pg.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{url} at {WIDTHS[width]['width']} px overflows by {overflow} px"
+        if os.environ.get("ROBUSTCARS_DOCS_SCREENSHOTS"):  # refreshes docs/web/ (committed, looked at)
+            pg.screenshot(path=str(DOCS_WEB / f"{name}-{WIDTHS[width]['width']}.png"), full_page=True)
     assert not problems, problems

@@ -78,7 +78,7 @@ class FoolboxMinNorm(Attack):
             try:
                 fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
                 xc = x[correct]
-                _, adv_c, success = self.fb_attack(fmodel, xc, y[correct], epsilons=None)
+                adv_c, success = self._attack(fmodel, xc, y[correct])
             finally:
                 handle.remove()
             adv_c = adv_c.detach()
@@ -89,6 +89,29 @@ class FoolboxMinNorm(Attack):
         advs = [torch.where((norms <= e).view(-1, 1, 1, 1), adv, x) for e in eps]
         return AttackOutput(eps=eps, adv=advs, clean_logits=clean_logits, min_norms=norms,
                             passes=spent / x.shape[0])
+
+
+    def _attack(self, fmodel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(adversarial, success)`` of the foolbox attack on a batch. HopSkipJump raises for the whole batch
+        when its random-noise start finds no misclassified point for some image ("init_attack failed"): then
+        each image is attacked alone, and one without a start counts as not fooled (its own norm infinite)."""
+        try:
+            _, adv, success = self.fb_attack(fmodel, x, y, epsilons=None)
+            return adv, success
+        except ValueError as exc:
+            if "init_attack failed" not in str(exc):
+                raise
+        advs, found = [], []
+        for i in range(len(x)):
+            try:
+                _, adv_i, ok = self.fb_attack(fmodel, x[i:i + 1], y[i:i + 1], epsilons=None)
+            except ValueError as exc:
+                if "init_attack failed" not in str(exc):
+                    raise
+                adv_i, ok = x[i:i + 1], torch.zeros(1, dtype=torch.bool, device=x.device)
+            advs.append(adv_i)
+            found.append(ok)
+        return torch.cat(advs), torch.cat(found)
 
 
 def build(name: str, **params: Any) -> FoolboxMinNorm:

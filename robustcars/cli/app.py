@@ -688,6 +688,7 @@ def serve(
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image, in pixels (decompression-bomb guard).")] = 40_000_000,
     jobs: Annotated[int, typer.Option(min=1, max=8, help="Training jobs allowed at once.")] = 1,
     attack_seconds: Annotated[float, typer.Option(min=0.1, max=3600, help="Longest computation of one attack request, in seconds; past it the attack is stopped (HTTP 503) and the model freed for the next request.")] = 60.0,
+    attack_job_seconds: Annotated[float, typer.Option(min=1, max=86400, help="Longest computation of one attack job (C&W, EAD, HopSkipJump, AutoAttack or many steps: they run beside the quick requests), in seconds; past it the job stops and fails.")] = 900.0,
 ) -> None:
     """Serve the web app: inference and live attacks on uploaded photos, training jobs, runs and reports."""
     if data is not None and not data.is_dir():  # checked before the app creates --runs and --reports
@@ -696,7 +697,8 @@ def serve(
     from robustcars.web.app import ServeSettings
 
     settings = ServeSettings(runs=runs, data=data, reports=reports, host=host, token=token,
-                             max_upload_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_pixels, max_jobs=jobs, attack_seconds=attack_seconds)
+                             max_upload_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_pixels, max_jobs=jobs, attack_seconds=attack_seconds,
+                             attack_job_seconds=attack_job_seconds)
     settings.validate()
     if runs.exists() and not runs.is_dir():
         raise ConfigError(f"--runs {runs} is a file")

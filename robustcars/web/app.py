@@ -6,8 +6,11 @@ traceback goes to the server log only):
     GET  /api/runs                 runs with their metrics, robust accuracy per attack, job state
     POST /api/predict              photo upload -> top-k, entropy, optional Grad-CAM and car prefilter
     POST /api/attack               photo + attack + eps -> adversarial image, perturbation, top-k, rank changes,
-                                   Grad-CAM of both
+                                   Grad-CAM of both; a long attack (registry.runs_long) -> 202 and a job
+    GET  /api/attack-jobs/{id}     an attack job: state, model calls and seconds so far, the result when done
+    POST /api/attack-jobs/{id}/cancel  stop it at its next model call
     POST /api/train                training config -> a background job writing an ordinary run folder
+    GET  /api/jobs                 training jobs, the running one first, then the newest
     GET  /api/jobs/{id}            state, progress, epochs, log tail
     GET  /api/jobs/{id}/events     server-sent events with the same, until the job ends
     POST /api/jobs/{id}/cancel     Ctrl-C for the job (it stays resumable)
@@ -42,7 +45,16 @@ from pydantic import BaseModel, Field, create_model
 
 from robustcars.config import TrainConfig, train_options
 from robustcars.errors import CheckpointError, ConfigError, DataError, RobustcarsError
-from robustcars.registry import ARCHITECTURES, EPS_GRID, attack_names, attack_norms, check_eps, validate_params
+from robustcars.registry import (
+    ARCHITECTURES,
+    EPS_GRID,
+    attack_names,
+    attack_norms,
+    check_eps,
+    runs_long,
+    validate_params,
+)
+from robustcars.web.attack_jobs import AttackBusy, AttackJobs, UnknownAttackJob
 from robustcars.web.jobs import Busy, JobManager, UnknownJob
 from robustcars.web.listing import list_datasets
 from robustcars.web.paths import OutsideRoot, check_name, inside
@@ -63,6 +75,7 @@ class ServeSettings:
     max_pixels: int = 40_000_000
     max_jobs: int = 1
     attack_seconds: float = 60.0  # the longest one attack request computes (then 503)
+    attack_job_seconds: float = 900.0  # the longest one attack job computes (then it fails)
 
     def validate(self) -> ServeSettings:
         """Raises ConfigError: a public host without a token, or limits out of range."""
@@ -73,6 +86,8 @@ class ServeSettings:
             raise ConfigError("upload, pixel and job limits must be >= 1")
         if not 0 < self.attack_seconds <= 3600:
             raise ConfigError(f"--attack-seconds must be in (0, 3600], got {self.attack_seconds}")
+        if not 0 < self.attack_job_seconds <= 24 * 3600:
+            raise ConfigError(f"--attack-job-seconds must be in (0, 86400], got {self.attack_job_seconds}")
         return self
 
 
@@ -172,16 +187,18 @@ def create_app(settings: ServeSettings) -> FastAPI:
                          "live attacks and training.", version=_version())
     jobs = JobManager(settings.runs, max_running=settings.max_jobs)
     models = Models(settings.attack_seconds)
+    attack_jobs = AttackJobs(settings.attack_job_seconds)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.jobs, app.state.settings = jobs, settings
     app.router.add_event_handler("shutdown", jobs.shutdown)
     app.router.add_event_handler("shutdown", models.stop.set)  # a running attack ends at its next step
+    app.router.add_event_handler("shutdown", attack_jobs.shutdown)
 
     _error_handlers(app)
     _json_limits(app)
     _token_gate(app, settings)
     _pages(app, settings, templates)
-    _api(app, settings, jobs, models)
+    _api(app, settings, jobs, models, attack_jobs)
     return app
 
 
@@ -241,10 +258,10 @@ def _pages(app: FastAPI, settings: ServeSettings, templates: Jinja2Templates) ->
     app.mount("/reports", StaticFiles(directory=str(settings.reports), html=True), name="reports")
 
 
-def _api(app: FastAPI, settings: ServeSettings, jobs: JobManager, models) -> None:
+def _api(app: FastAPI, settings: ServeSettings, jobs: JobManager, models, attack_jobs: AttackJobs) -> None:
     """The JSON API (see the module docstring); the work is done by the library functions the CLI uses."""
     _listing_api(app, settings, jobs)
-    _inference_api(app, settings, models)
+    _inference_api(app, settings, models, attack_jobs)
     _job_api(app, settings, jobs)
 
 
@@ -280,8 +297,8 @@ def _listing_api(app: FastAPI, settings: ServeSettings, jobs: JobManager) -> Non
         return {"reports": list_reports(settings.reports)}
 
 
-def _inference_api(app: FastAPI, settings: ServeSettings, models) -> None:
-    from robustcars.web.inference import attack_upload, predict_upload
+def _inference_api(app: FastAPI, settings: ServeSettings, models, attack_jobs: AttackJobs) -> None:
+    from robustcars.web.inference import attack_job_work, attack_upload, predict_upload
 
     @app.post("/api/predict")
     async def api_predict(file: Annotated[UploadFile, File()], run: Annotated[str, Form()],
@@ -303,9 +320,22 @@ def _inference_api(app: FastAPI, settings: ServeSettings, models) -> None:
         given = parse_params(params)
         values = validate_params(attack, given)
         data, path = await _read_upload(settings, file), _run_dir(settings, run)
-        return await asyncio.to_thread(attack_upload, models, path, data, file.filename or "upload", attack=attack,
-                                       eps=eps, params={k: values[k] for k in given}, top_k=top_k,
-                                       max_pixels=settings.max_pixels)
+        name, chosen = file.filename or "upload", {k: values[k] for k in given}
+        if not runs_long(attack, values):
+            return await asyncio.to_thread(attack_upload, models, path, data, name, attack=attack, eps=eps,
+                                           params=chosen, top_k=top_k, max_pixels=settings.max_pixels)
+        work = await asyncio.to_thread(attack_job_work, models, path, data, name, attack=attack, eps=eps,
+                                       params=chosen, top_k=top_k, max_pixels=settings.max_pixels)
+        job = attack_jobs.start(work, {"run": run, "attack": attack, "eps": eps})
+        return JSONResponse(job.status(), status_code=202)
+
+    @app.get("/api/attack-jobs/{job_id}")
+    def api_attack_job(job_id: str) -> dict[str, Any]:
+        return attack_jobs.get(job_id).status()
+
+    @app.post("/api/attack-jobs/{job_id}/cancel")
+    def api_attack_cancel(job_id: str) -> dict[str, Any]:
+        return attack_jobs.cancel(job_id).status()
 
 
 def _job_api(app: FastAPI, settings: ServeSettings, jobs: JobManager) -> None:
@@ -314,6 +344,10 @@ def _job_api(app: FastAPI, settings: ServeSettings, jobs: JobManager) -> None:
         args = _train_args(req, settings)
         job = jobs.start(req.name, args)
         return {"job": job.id, "run": req.name, "status_url": f"/api/jobs/{job.id}"}
+
+    @app.get("/api/jobs")
+    def api_jobs() -> dict[str, Any]:
+        return {"jobs": jobs.listed()}
 
     @app.get("/api/jobs/{job_id}")
     def api_job(job_id: str) -> dict[str, Any]:
@@ -378,7 +412,8 @@ def _error_handlers(app: FastAPI) -> None:
     """Every error as ``{"error": message}``: 4xx for what the client can fix, 500 for a bug (logged here)."""
     from robustcars.web.inference import ModelBusy, OverBudget
 
-    status_of = {OutsideRoot: 403, Busy: 409, UnknownJob: 404, CheckpointError: 422, DataError: 422,
+    status_of = {OutsideRoot: 403, Busy: 409, UnknownJob: 404, AttackBusy: 409, UnknownAttackJob: 404,
+                 CheckpointError: 422, DataError: 422,
                  ConfigError: 400, OverBudget: 503, ModelBusy: 503}
 
     @app.exception_handler(RobustcarsError)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from robustcars.attacks import Attack
 from robustcars.data.images import build_transform
 from robustcars.errors import DataError, RobustcarsError
 from robustcars.explain.gradcam import attention_records, cam_layer, grad_cam, overlay
@@ -23,6 +25,7 @@ from robustcars.explain.photos import attack_photos, default_top_k, photo_attack
 from robustcars.explain.prefilter import CarPrefilter
 from robustcars.models.checkpoint import model_from_checkpoint, read_checkpoint
 from robustcars.models.source import check_logits
+from robustcars.web.attack_jobs import AttackJob
 
 
 class OverBudget(RobustcarsError):
@@ -38,17 +41,22 @@ class Deadline(nn.Module):
     ``stop`` is set raises :class:`OverBudget`. Every attack — robustcars', foolbox's, AutoAttack's — calls the
     model at each step, so any of them stops within one step of the limit and releases the model lock."""
 
-    def __init__(self, model: nn.Module, deadline: float, stop: threading.Event, seconds: float) -> None:
+    def __init__(self, model: nn.Module, deadline: float, stop: threading.Event, seconds: float,
+                 job: AttackJob | None = None) -> None:
         super().__init__()
-        self.model, self.deadline, self.stop, self.seconds = model, deadline, stop, seconds
+        self.model, self.deadline, self.stop, self.seconds, self.job = model, deadline, stop, seconds, job
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.job is not None:
+            self.job.calls += 1
         if self.stop.is_set():
-            raise OverBudget("the server is shutting down; the attack was stopped")
+            raise OverBudget("the attack was cancelled" if self.job is not None else
+                             "the server is shutting down; the attack was stopped")
         if time.monotonic() > self.deadline:
-            raise OverBudget(f"the attack ran past the server's limit of {self.seconds:g} s per request "
-                             "(serve --attack-seconds) and was stopped; choose fewer steps or queries")
+            option = "--attack-job-seconds" if self.job is not None else "--attack-seconds"
+            raise OverBudget(f"the attack ran past the server's limit of {self.seconds:g} s "
+                             f"(serve {option}) and was stopped; choose fewer steps or queries")
         return self.model(x)
 
 
@@ -155,25 +163,53 @@ def attack_upload(models: Models, run: Path, data: bytes, name: str, *, attack: 
                   params: dict[str, Any], top_k: int, max_pixels: int) -> dict[str, Any]:
     """Attack one uploaded photo (untargeted, its clean top-1 as the label) and describe what changed.
 
-    The attack runs under :meth:`Models.bounded`: past the server's time limit it stops with
-    :class:`OverBudget` and the model lock is released.
+    The attack runs under the model lock and :meth:`Models.bounded`: past the server's time limit it stops with
+    :class:`OverBudget` and the lock is released.
     """
     photo = read_photo(data, name=name, max_pixels=max_pixels)
     with models.computing():
         model, ckpt, tf = models.load(run)
         check_resized(photo, ckpt["img_size"], ckpt.get("resize", "crop"), max_pixels, name)
-        names = ckpt["class_names"]
-        atk, params = photo_attack(attack, params, len(names))
-        top_k = default_top_k(len(names), top_k)
-        x = tf(photo)[None]
-        [clean] = predict(model, x, names, top_k)
-        x_adv, [adv], [ranks] = attack_photos(model, atk, x, [clean], eps, names, top_k, models.bounded(model))
-        [shift], [c_map], [a_map] = attention_records(model, cam_layer(model, ckpt["arch"]), x, x_adv,
-                                                      [clean.classes[0]], [adv.classes[0]])
+        atk, params = photo_attack(attack, params, len(ckpt["class_names"]))
+        return _attack_photo(model, models.bounded(model), ckpt, tf(photo)[None], run.name, atk, params, eps, top_k)
+
+
+def attack_job_work(models: Models, run: Path, data: bytes, name: str, *, attack: str, eps: float,
+                    params: dict[str, Any], top_k: int, max_pixels: int) -> Callable[[AttackJob], dict[str, Any]]:
+    """A long attack (:mod:`robustcars.web.attack_jobs`), checked now (photo, run, parameters against its class
+    count: an error here is the request's 4xx) and returned as the job's work: it attacks a private copy of the
+    model outside the model lock, so predictions go on meanwhile, and stops at its next model call once
+    cancelled or past the job's limit. Same answer as :func:`attack_upload`.
+    """
+    photo = read_photo(data, name=name, max_pixels=max_pixels)
+    with models.computing():  # held only to load the run
+        model, ckpt, tf = models.load(run)
+        check_resized(photo, ckpt["img_size"], ckpt.get("resize", "crop"), max_pixels, name)
+        atk, params = photo_attack(attack, params, len(ckpt["class_names"]))
+        model = copy.deepcopy(model)
+    x = tf(photo)[None]
+
+    def work(job: AttackJob) -> dict[str, Any]:
+        bounded = Deadline(model, time.monotonic() + job.seconds, job.stop, job.seconds, job)
+        return _attack_photo(model, bounded, ckpt, x, run.name, atk, params, eps, top_k)
+
+    return work
+
+
+def _attack_photo(model: nn.Module, bounded: Deadline, ckpt: dict[str, Any], x: torch.Tensor, run: str,
+                  atk: Attack, params: dict[str, Any], eps: float, top_k: int | None) -> dict[str, Any]:
+    """The attack of :func:`attack_upload` on ``x`` (float32 (1, 3, H, W) in [0, 1]), ``bounded`` the model
+    the attack calls."""
+    names = ckpt["class_names"]
+    top_k = default_top_k(len(names), top_k)
+    [clean] = predict(model, x, names, top_k)
+    x_adv, [adv], [ranks] = attack_photos(model, atk, x, [clean], eps, names, top_k, bounded)
+    [shift], [c_map], [a_map] = attention_records(model, cam_layer(model, ckpt["arch"]), x, x_adv,
+                                                  [clean.classes[0]], [adv.classes[0]])
     delta = (x_adv - x)[0].numpy()
     scale = max(float(np.abs(delta).max()), 1e-12)
     return {
-        "run": run.name, "attack": attack, "eps": eps, "norm": atk.norm, "params": params,
+        "run": run, "attack": atk.name, "eps": eps, "norm": atk.norm, "params": params,
         "image": png_data_url(x[0].numpy()), "adversarial": png_data_url(x_adv[0].numpy()),
         "perturbation": png_data_url(delta / (2 * scale) + 0.5),
         "magnification": round(0.5 / scale, 1) if np.abs(delta).max() > 0 else None,  # None: no perturbation

@@ -74,6 +74,7 @@ class JobManager:
         self.procs: dict[str, subprocess.Popen] = {}
         self.lock = threading.Lock()
         self.stopping = False
+        self.cancelling: set[str] = set()  # cancelled by the user: "cancelled" whatever the exit code
         self._load()
 
     def _load(self) -> None:
@@ -129,10 +130,16 @@ class JobManager:
                 job.state = "done"
             elif self.stopping:  # the server stopped it: resumable, shown as interrupted
                 job.state = "interrupted"
-            else:
-                job.state = "cancelled" if rc == 130 else "failed"
+            else:  # a SIGINT before training set up its handler ends the process another way: still cancelled
+                job.state = "cancelled" if rc == 130 or job.id in self.cancelling else "failed"
+            self.cancelling.discard(job.id)
             job.save()
             self.procs.pop(job.id, None)
+
+    def listed(self) -> list[dict[str, Any]]:
+        """Every job (id, state, start and end times), the running ones first, then the newest first."""
+        order = sorted(self.jobs.values(), key=lambda j: (j.state not in ACTIVE, -j.started))
+        return [{"id": j.id, "state": j.state, "started": j.started, "finished": j.finished} for j in order]
 
     def get(self, job_id: str) -> Job:
         if job_id not in self.jobs:
@@ -143,6 +150,7 @@ class JobManager:
         job = self.get(job_id)
         if job.state not in ACTIVE:
             raise ConfigError(f"job {job_id!r} is {job.state}, not running")
+        self.cancelling.add(job_id)
         os.killpg(job.pid, signal.SIGINT)
         return job
 

@@ -79,11 +79,65 @@ function inferencePage() {
     } catch (e) { showError(e.message); }
   }
 
+  let job = null;  // the running attack job (a long attack: C&W, HopSkipJump, AutoAttack, many steps)
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const jobUrl = (j, tail = "") => `/api/attack-jobs/${encodeURIComponent(j.job)}${tail}`;
+
+  async function postAttack(form) {
+    for (let i = 0; ; i++) {  // a job cancelled a moment ago may still be stopping: 409 for a few hundred ms
+      try { return await api("/api/attack", {method: "POST", body: form}); } catch (e) {
+        if (!/still running/.test(e.message) || i >= 20) throw e;
+        await sleep(250);
+      }
+    }
+  }
+
+  async function follow(j, seq) {
+    job = j;
+    $("attackcancel").hidden = false;
+    try {
+      while (j.state === "running") {
+        if (seq !== attackSeq) return null;
+        $("attackstate").textContent = `${j.attack} at eps ${epsText(j.eps, NORMS[j.attack])} running as a job: ${j.model_calls} model calls, ` +
+          `${Math.round(j.seconds)} s (stops at ${j.limit_seconds} s)…`;
+        await sleep(500);
+        j = await api(jobUrl(j));
+      }
+    } finally { if (job && job.job === j.job) { job = null; $("attackcancel").hidden = true; } }
+    if (j.state === "done") return j.result;
+    throw new Error(j.state === "cancelled" ? `${j.attack} cancelled after ${Math.round(j.seconds)} s` : j.error);
+  }
+
+  function showAttack(r) {
+    $("attackresult").hidden = false;
+    $("a_orig").src = r.image; $("a_pert").src = r.perturbation; $("a_adv").src = r.adversarial;
+    $("a_cam").src = r.cam; $("a_advcam").src = r.adversarial_cam;
+    $("a_pertcap").textContent = r.magnification == null ? "no perturbation (the attack returned the photo)"
+      : `perturbation ×${r.magnification} (${r.norm === "l2" ? "L2 " + r.l2.toFixed(4) : "L∞ " + r.linf.toFixed(4)})`;
+    $("a_advcap").textContent = `adversarial: ${r.adversarial_prediction.top_k[0].name}`;
+    const s = r.attention_shift;
+    $("a_shift").textContent = s.pearson == null ? "Grad-CAM adversarial" : `Grad-CAM adversarial (r = ${s.pearson.toFixed(2)})`;
+    $("a_fooled").textContent = r.fooled ? "— fooled" : "— held";
+    $("a_fooled").className = r.fooled ? "fooled" : "held";
+    bars($("a_cleanbars"), r.clean.top_k);
+    bars($("a_advbars"), r.adversarial_prediction.top_k);
+    const t = $("a_ranks");
+    t.innerHTML = "<tr><th>clean top-3 class</th><th>clean</th><th>adversarial</th></tr>";
+    for (const c of r.clean_top3_rank_change) {
+      const row = t.insertRow();
+      row.insertCell().textContent = c.name;
+      row.insertCell().textContent = c.clean_rank;
+      row.insertCell().textContent = c.adversarial_rank;
+    }
+    $("attackstate").textContent = `${r.attack} at eps ${epsText(r.eps, r.norm)}`;
+  }
+
   async function attackNow() {
     if (!file) return;
     const seq = ++attackSeq, eps = epsNow();
     epsOut();
-    $("attackstate").textContent = `attacking at eps ${eps}…`;
+    if (job) api(jobUrl(job, "/cancel"), {method: "POST"}).catch(() => {});  // a newer request replaces it
+    $("attackstate").textContent = `attacking at eps ${epsText(eps, normOf())}…`;
     const form = new FormData();
     form.append("file", file);
     form.append("run", $("run").value);
@@ -91,32 +145,16 @@ function inferencePage() {
     form.append("eps", eps);
     form.append("top_k", "3");
     try {
-      const r = await api("/api/attack", {method: "POST", body: form});
-      if (seq !== attackSeq) return;  // a newer slider position is on its way
-      $("attackresult").hidden = false;
-      $("a_orig").src = r.image; $("a_pert").src = r.perturbation; $("a_adv").src = r.adversarial;
-      $("a_cam").src = r.cam; $("a_advcam").src = r.adversarial_cam;
-      $("a_pertcap").textContent = r.magnification == null ? "no perturbation (the attack returned the photo)"
-        : `perturbation ×${r.magnification} (${r.norm === "l2" ? "L2 " + r.l2.toFixed(4) : "L∞ " + r.linf.toFixed(4)})`;
-      $("a_advcap").textContent = `adversarial: ${r.adversarial_prediction.top_k[0].name}`;
-      const s = r.attention_shift;
-      $("a_shift").textContent = s.pearson == null ? "Grad-CAM adversarial" : `Grad-CAM adversarial (r = ${s.pearson.toFixed(2)})`;
-      $("a_fooled").textContent = r.fooled ? "— fooled" : "— held";
-      $("a_fooled").className = r.fooled ? "fooled" : "held";
-      bars($("a_cleanbars"), r.clean.top_k);
-      bars($("a_advbars"), r.adversarial_prediction.top_k);
-      const t = $("a_ranks");
-      t.innerHTML = "<tr><th>clean top-3 class</th><th>clean</th><th>adversarial</th></tr>";
-      for (const c of r.clean_top3_rank_change) {
-        const row = t.insertRow();
-        row.insertCell().textContent = c.name;
-        row.insertCell().textContent = c.clean_rank;
-        row.insertCell().textContent = c.adversarial_rank;
-      }
-      $("attackstate").textContent = `${r.attack} at eps ${r.eps} (${r.norm})`;
+      let r = await postAttack(form);
+      if (r.job) r = await follow(r, seq);
+      if (r === null || seq !== attackSeq) return;  // a newer slider position is on its way
+      showAttack(r);
     } catch (e) { if (seq === attackSeq) { $("attackstate").textContent = ""; showError(e.message); } }
   }
 
+  $("attackcancel").addEventListener("click", () => {
+    if (job) api(jobUrl(job, "/cancel"), {method: "POST"}).catch((e) => showError(e.message));
+  });
   $("file").addEventListener("change", (e) => { file = e.target.files[0]; predictNow(); });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -129,20 +167,30 @@ function inferencePage() {
 }
 
 function curves(svg, history) {
-  const W = 420, H = 220, P = 30;
-  const n = Math.max(history.length, 2);
-  const x = (i) => P + (i * (W - 2 * P)) / (n - 1), y = (v) => H - P - v * (H - 2 * P);
+  // accuracy-type values in [0, 1] per epoch: a line and a dot per epoch (one epoch is a dot), ticks labelled
+  const W = 420, H = 220, L = 36, R = 12, T = 12, B = 34;
+  const n = history.length, last = Math.max(n, 2);
+  const x = (i) => L + (i * (W - L - R)) / (last - 1), y = (v) => H - B - v * (H - T - B);
+  const step = Math.max(1, Math.ceil(n / 10));
+  let axes = `<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="#fff" stroke="#ddd"/>`;
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    axes += `<line x1="${L - 4}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/>` +
+      `<text class="ytick" x="${L - 6}" y="${y(v) + 3}" font-size="10" text-anchor="end">${v}</text>`;
+  }
+  for (let i = 0; i < n; i += step) {
+    axes += `<text class="xtick" x="${x(i)}" y="${H - B + 13}" font-size="10" text-anchor="middle">${i + 1}</text>`;
+  }
+  axes += `<text x="${(L + W - R) / 2}" y="${H - 4}" font-size="10" text-anchor="middle">epoch</text>`;
   const line = (key, color) => `<polyline fill="none" stroke="${color}" stroke-width="2" points="${history
-    .map((h, i) => `${x(i).toFixed(1)},${y(h[key]).toFixed(1)}`).join(" ")}"/>`;
-  svg.innerHTML = `<rect x="${P}" y="${P}" width="${W - 2 * P}" height="${H - 2 * P}" fill="#fff" stroke="#ddd"/>` +
-    `<text x="4" y="${P + 4}" font-size="10">1.0</text><text x="4" y="${H - P}" font-size="10">0</text>` +
-    `<text x="${W / 2 - 15}" y="${H - 8}" font-size="10">epoch</text>` +
-    (history.length ? line("train_acc", "#2563eb") + line("val_acc", "#dc2626") + line("val_f1", "#9ca3af") : "");
+    .map((h, i) => `${x(i).toFixed(1)},${y(h[key]).toFixed(1)}`).join(" ")}"/>` + history
+    .map((h, i) => `<circle cx="${x(i).toFixed(1)}" cy="${y(h[key]).toFixed(1)}" r="3" fill="${color}"/>`).join("");
+  svg.innerHTML = axes + (n ? line("train_acc", "#2563eb") + line("val_acc", "#dc2626") + line("val_f1", "#9ca3af") : "");
 }
 
 function trainPage() {
   let source = null, jobId = null;
   function watch(id) {
+    if (source) source.close();
     jobId = id;
     $("job").hidden = false;
     $("jobname").textContent = id;
@@ -182,6 +230,12 @@ function trainPage() {
     try { await api(`/api/jobs/${encodeURIComponent(jobId)}/cancel`, {method: "POST"}); } catch (err) { showError(err.message); }
   });
   curves($("curves"), []);
+  // the page shows a job on load: the one named in ?job= (Resume on the Runs page), else the running or newest
+  api("/api/jobs").then(({jobs}) => {
+    const wanted = params.get("job");
+    const shown = wanted ? jobs.find((j) => j.id === wanted) : jobs[0];
+    if (shown) watch(shown.id);
+  }).catch((e) => showError(e.message));
 }
 
 async function runsPage() {
@@ -199,7 +253,12 @@ async function runsPage() {
       if (r.job && ["interrupted", "cancelled", "failed"].includes(r.job.state)) {
         const b = document.createElement("button");
         b.textContent = "resume";
-        b.onclick = async () => { try { await api(`/api/jobs/${encodeURIComponent(r.job.id)}/resume`, {method: "POST"}); location.href = "/train"; } catch (e) { showError(e.message); } };
+        b.onclick = async () => {
+          try {
+            await api(`/api/jobs/${encodeURIComponent(r.job.id)}/resume`, {method: "POST"});
+            location.href = `/train?job=${encodeURIComponent(r.job.id)}`;
+          } catch (e) { showError(e.message); }
+        };
         jobCell.append(" ", b);
       }
     }
