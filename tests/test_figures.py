@@ -83,3 +83,50 @@ def test_a_perturbation_is_captioned_in_its_attacks_norm_and_zero_says_so():
     delta[0, 0, 0], delta[1, 1, 1] = 0.003, -0.004
     assert perturbation_caption(delta, "linf") == "perturbation (×125)\nL∞ = 0.0040"
     assert perturbation_caption(delta, "l2") == "perturbation (×125)\nL2 = 0.0050"
+
+
+LONG = "Chevrolet Silverado 2500HD Regular Cab 2012"
+
+
+def _panel_example(k: int = 4) -> dict:
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 8, 8))
+    return {"image": img, "adv": np.clip(img + 0.01, 0, 1), "label": 0, "clean_top": [(0, 0.7), (1, 0.2), (2, 0.1)],
+            "adv_top": [(1, 0.6), (0, 0.3), (3, 0.1)], "ranks": [2, 1, 5]}
+
+
+def test_attack_panels_keep_whole_class_names_and_explain_the_rank_change():
+    from robustcars.reporting.figures import attack_panel_figure
+
+    names = [LONG, "AM General Hummer SUV 2000", "Audi R8 Coupe 2012", "BMW M3 Coupe 2012"]
+    fig = attack_panel_figure([_panel_example(), _panel_example()], names, "FGSM")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "original, true:\nChevrolet Silverado 2500HD\nRegular Cab 2012" in titles  # wrapped, not cut
+    assert titles.count("rank change of the clean top-3\n(+n: n places lower under attack)") == 2
+    table = fig.axes[5].tables[0]
+    cells = {(r, c): t.get_text().get_text() for (r, c), t in table.get_celld().items()}
+    assert cells[0, 3] == "change" and [cells[i, 3] for i in (1, 2, 3)] == ["+1", "-1", "+2"]
+    assert cells[1, 0] == "Chevrolet Silverado 2500HD\nRegular Cab 2012"
+    bars = [t.get_text() for t in fig.axes[3].texts]
+    assert f"{LONG}  0.70" in bars  # the bar label holds the whole name
+    assert fig.get_layout_engine() is not None  # constrained: rows do not run into each other
+    plt.close(fig)
+
+
+def test_grad_cam_panels_have_a_colour_bar_name_the_class_and_say_when_a_map_is_flat():
+    from robustcars.reporting.figures import FLAT_NOTE, cam_panel_figure
+
+    rng = np.random.default_rng(0)
+    img, heat = rng.random((3, 8, 8)), rng.random((8, 8))
+    row = {"image": img, "cam": img.transpose(1, 2, 0), "cam_map": heat, "label": LONG,
+           "top": [(LONG, 0.7), ("Audi R8 Coupe 2012", 0.3)], "adv": img, "adv_cam": img.transpose(1, 2, 0),
+           "adv_cam_map": np.zeros((8, 8)), "adv_top": [("Audi R8 Coupe 2012", 0.6), (LONG, 0.4)],
+           "shift": {"pearson": float("nan"), "top_kept": 0.0}}
+    fig = cam_panel_figure([row], "FGSM eps 0.01")
+    bars = [ax for ax in fig.axes if ax.get_ylabel().startswith("Grad-CAM weight")]
+    assert len(bars) == 1 and bars[0].get_ylim() == (0.0, 1.0)
+    clean_title, adv_title = fig.axes[1].get_title(), fig.axes[3].get_title()
+    assert clean_title == "Grad-CAM of the clean top-1\nChevrolet Silverado 2500HD\nRegular Cab 2012"  # whole
+    assert adv_title.startswith("Grad-CAM of the adversarial top-1\nAudi R8 Coupe 2012") and FLAT_NOTE in adv_title
+    assert "nan" not in adv_title  # a flat map has no correlation to show
+    plt.close(fig)

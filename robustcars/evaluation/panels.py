@@ -88,8 +88,8 @@ def _cam_panel(examples: list[dict[str, Any]], cam: tuple[Any, Any], class_names
     rows = []
     for e, r, s, c, a in zip(examples, recs, stats, clean, adv):
         img, im_adv, last = e["image"].numpy(), e["adv"][-1].numpy(), r["adv"][-1]
-        rows.append({"image": img, "cam": overlay(img, c), "label": class_names[r["label"]], "adv": im_adv,
-                     "adv_cam": overlay(im_adv, a), "shift": s,
+        rows.append({"image": img, "cam": overlay(img, c), "cam_map": c, "label": class_names[r["label"]],
+                     "adv": im_adv, "adv_cam": overlay(im_adv, a), "adv_cam_map": a, "shift": s,
                      "top": [(class_names[k], p) for k, p in zip(r["clean_top3"], r["clean_top3_prob"])],
                      "adv_top": [(class_names[k], p) for k, p in zip(last["top3"], last["top3_prob"])]})
     return cam_panel(rows, title, path)

@@ -281,11 +281,12 @@ def _photo_figures(model: nn.Module, arch: str, x: torch.Tensor, x_adv: torch.Te
     used: set[str] = set()
     for i, r in enumerate(results):
         img = x[i].numpy()
-        row = {"image": img, "cam": overlay(img, clean_maps[i]), "label": None,
+        row = {"image": img, "cam": overlay(img, clean_maps[i]), "cam_map": clean_maps[i], "label": None,
                "top": list(zip(r.clean.names, r.clean.probs))}
         if adv_maps is not None:
             a = x_adv[i].numpy()
-            row.update(adv=a, adv_cam=overlay(a, adv_maps[i]), adv_top=list(zip(r.adv.names, r.adv.probs)),
+            row.update(adv=a, adv_cam=overlay(a, adv_maps[i]), adv_cam_map=adv_maps[i],
+                       adv_top=list(zip(r.adv.names, r.adv.probs)),
                        shift=stats[i])
             r.attention = stats[i]
         stem = Path(r.path).stem

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -110,23 +111,32 @@ def perturbation_caption(delta: np.ndarray, norm: str) -> str:
     return f"perturbation (×{0.5 / peak:.0f})\n{size}"
 
 
-def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: str, path: str | Path,
-                 norm: str = "linf") -> Path:
+def _wrap(name: str, width: int = 24) -> str:
+    """A class name on at most two lines of ``width`` characters (Stanford Cars names run to 45)."""
+    lines = textwrap.wrap(name, width) or [""]
+    return "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
+
+
+RANK_NOTE = "rank change of the clean top-3\n(+n: n places lower under attack)"
+
+
+def attack_panel_figure(examples: list[dict[str, Any]], class_names: list[str], title: str,
+                        norm: str = "linf") -> plt.Figure:
     """One row per image: original, perturbation (magnified), adversarial, top-3 bars clean and
-    adversarial, and the adversarial ranks of the clean top-3 classes.
+    adversarial, and the adversarial ranks of the clean top-3 classes (``+n``: n places lower).
 
     Each example: ``image``/``adv`` float (3, H, W) in [0, 1], ``label`` int, ``clean_top`` / ``adv_top``
     lists of (class, prob) for the top 3, ``ranks`` list of 3 adversarial ranks of the clean top-3.
     """
     n = len(examples)
-    fig, axes = plt.subplots(n, 6, figsize=(20, 3.1 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1.3, 1.4]})
+    fig, axes = plt.subplots(n, 6, figsize=(21, 3.6 * n), squeeze=False, layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 1, 1, 1.4, 1.4, 1.6]})
     for row, ex in zip(axes, examples):
         img, adv = np.asarray(ex["image"]).transpose(1, 2, 0), np.asarray(ex["adv"]).transpose(1, 2, 0)
         delta = adv - img
         scale = max(float(np.abs(delta).max()), 1e-12)
         row[0].imshow(img)
-        row[0].set_title(f"original\ntrue: {_short(class_names[ex['label']])}", fontsize=8)
+        row[0].set_title(f"original, true:\n{_wrap(class_names[ex['label']], 30)}", fontsize=8)
         row[1].imshow(np.clip(delta / (2 * scale) + 0.5, 0, 1))
         row[1].set_title(perturbation_caption(delta, norm), fontsize=8)
         row[2].imshow(np.clip(adv, 0, 1))
@@ -137,16 +147,22 @@ def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: 
                                      (row[4], "adv_top", "tab:red", "adversarial")):
             _topk_bars(ax, [(class_names[c], p) for c, p in ex[key]], color, f"{name} top-3 (softmax probability)")
         row[5].axis("off")
-        cells = [[_short(class_names[c], 24), str(j + 1), str(r), f"{r - (j + 1):+d}"]
+        cells = [[_wrap(class_names[c], 28), str(j + 1), str(r), f"{r - (j + 1):+d}"]
                  for j, ((c, _), r) in enumerate(zip(ex["clean_top"], ex["ranks"]))]
-        table = row[5].table(cellText=cells, colLabels=["clean top-3 class", "clean", "adv", "drop"],
-                             loc="center", cellLoc="left", colWidths=[0.55, 0.15, 0.15, 0.15])
+        table = row[5].table(cellText=cells, colLabels=["clean top-3 class", "clean", "adv", "change"],
+                             loc="center", cellLoc="left", colWidths=[0.58, 0.14, 0.14, 0.14])
         table.auto_set_font_size(False)
         table.set_fontsize(7)
-        table.scale(1, 1.4)
-        row[5].set_title("rank change of the clean top-3", fontsize=8)
+        table.scale(1, 2.3)
+        row[5].set_title(RANK_NOTE, fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return fig
+
+
+def attack_panel(examples: list[dict[str, Any]], class_names: list[str], title: str, path: str | Path,
+                 norm: str = "linf") -> Path:
+    """:func:`attack_panel_figure`, written to ``path`` (PNG)."""
+    return _save(attack_panel_figure(examples, class_names, title, norm), path)
 
 
 def robustness_figure(curves: dict[str, list[tuple[float, float]]], title: str,
@@ -220,47 +236,67 @@ def _topk_bars(ax, top: list[tuple[str, float]], color: str, title: str) -> None
     ys = np.arange(len(top))[::-1]
     ax.barh(ys, [p for _, p in top], color=color, alpha=0.35)
     for yy, (name, p) in zip(ys, top):
-        ax.text(0.02, yy, f"{_short(name, 34)}  {p:.2f}", va="center", fontsize=7)
+        ax.text(0.02, yy, f"{_short(name, 46)}  {p:.2f}", va="center", fontsize=7)
     ax.set_yticks([])
     ax.set_xlim(0, 1)
     ax.set_title(title, fontsize=8)
 
 
-def cam_panel(rows: list[dict[str, Any]], title: str, path: str | Path) -> Path:
+FLAT_NOTE = "flat map: no gradient reaches this layer"
+
+
+def _cam_title(head: str, cls: str, heat: np.ndarray | None, extra: str = "") -> str:
+    flat = heat is not None and float(np.ptp(heat)) < 1e-6
+    return f"{head}\n{_wrap(cls, 32)}{extra}" + (f"\n({FLAT_NOTE})" if flat else "")
+
+
+def cam_panel_figure(rows: list[dict[str, Any]], title: str) -> plt.Figure:
     """One row per image: the image and its Grad-CAM overlay, and when attacked the adversarial image and
-    its overlay, then the top-k bars (clean, and adversarial when attacked).
+    its overlay, then the top-k bars (clean, and adversarial when attacked); a colour bar of the map's scale.
 
     Each row: ``image`` float (3, H, W) in [0, 1], ``cam`` its overlay (H, W, 3), ``label`` (str or None),
-    ``top`` list of (class name, prob); optionally ``adv``, ``adv_cam``, ``adv_top`` and ``shift`` (a dict
-    with ``pearson`` and ``top_kept``).
+    ``top`` list of (class name, prob); optionally ``cam_map`` the map itself (H, W) in [0, 1] (a flat one
+    is said so), ``adv``, ``adv_cam``, ``adv_cam_map``, ``adv_top`` and ``shift`` (``pearson``, ``top_kept``).
     """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     attacked = any("adv" in r for r in rows)
     cols = 6 if attacked else 3
     ratios = [1, 1, 1, 1, 1.4, 1.4] if attacked else [1, 1, 1.4]
-    fig, axes = plt.subplots(len(rows), cols, figsize=(3.1 * cols, 3.1 * len(rows)), squeeze=False,
-                             gridspec_kw={"width_ratios": ratios})
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.2 * cols + 0.8, 3.4 * len(rows)), squeeze=False,
+                             layout="constrained", gridspec_kw={"width_ratios": ratios})
     for row, r in zip(axes, rows):
-        head = f"\ntrue: {_short(r['label'], 30)}" if r.get("label") else ""
+        head = f", true:\n{_wrap(r['label'], 32)}" if r.get("label") else ""
         row[0].imshow(np.asarray(r["image"]).transpose(1, 2, 0))
         row[0].set_title("original" + head, fontsize=8)
         row[1].imshow(r["cam"])
-        row[1].set_title(f"Grad-CAM of clean top-1\n{_short(r['top'][0][0], 30)}", fontsize=8)
+        row[1].set_title(_cam_title("Grad-CAM of the clean top-1", r["top"][0][0], r.get("cam_map")), fontsize=8)
         if attacked:
             row[2].imshow(np.clip(np.asarray(r["adv"]).transpose(1, 2, 0), 0, 1))
             row[2].set_title("adversarial", fontsize=8)
             row[3].imshow(r["adv_cam"])
             s = r.get("shift") or {}
             shift = (f"\nr = {s['pearson']:.2f}, top-10% kept {s['top_kept']:.2f}"
-                     if s and s.get("pearson") is not None else "")
-            row[3].set_title(f"Grad-CAM of adversarial top-1{shift}", fontsize=8)
+                     if s and s.get("pearson") is not None and np.isfinite(s["pearson"]) else "")
+            row[3].set_title(_cam_title("Grad-CAM of the adversarial top-1", r["adv_top"][0][0],
+                                        r.get("adv_cam_map"), shift), fontsize=8)
             _topk_bars(row[4], r["top"], "tab:blue", "clean top-k (softmax)")
             _topk_bars(row[5], r["adv_top"], "tab:red", "adversarial top-k (softmax)")
         else:
             _topk_bars(row[2], r["top"], "tab:blue", "top-k (softmax probability)")
         for ax in row[: 4 if attacked else 2]:
             ax.axis("off")
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes[:, 3 if attacked else 1],
+                       shrink=0.8, location="right")  # the overlays' colour map (pytorch-grad-cam: OpenCV's jet)
+    bar.set_label("Grad-CAM weight (0 = none, 1 = the map's peak)", fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return fig
+
+
+def cam_panel(rows: list[dict[str, Any]], title: str, path: str | Path) -> Path:
+    """:func:`cam_panel_figure`, written to ``path`` (PNG)."""
+    return _save(cam_panel_figure(rows, title), path)
 
 
 def transfer_heatmap(matrices: list[dict[str, Any]], path: str | Path) -> Path:
