@@ -8,10 +8,11 @@ of squeezed to 80 columns.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -88,6 +89,19 @@ class _Bar:
         if self.bar:
             self.bar.stop()
             self.bar = None
+
+
+@contextlib.contextmanager
+def status_lines(text: str) -> Iterator[Callable[[str], None]]:
+    """Progress of a long step told in messages: a spinner whose message changes on a terminal; in a log or
+    pipe, one plain line per message with the time elapsed. Yields ``update(message)``."""
+    if console.is_terminal:
+        with console.status(text) as status:
+            yield status.update
+        return
+    t0 = time.monotonic()
+    console.print(text, soft_wrap=True)
+    yield lambda message: console.print(f"{message} (elapsed {_hms(time.monotonic() - t0)})", soft_wrap=True)
 
 
 def progress_bar(description: str, total: int, done: int = 0) -> _Bar:

@@ -62,6 +62,9 @@ def test_only_selected_groups_are_timed(tmp_path):
             "--warmup", "0", "--steps", "1", "--no-peers"]
     r = CliRunner().invoke(app, [*args, "--only", "pgd", "--only", "sweep", "--out", str(out)])
     assert r.exit_code == 0, r.output
+    # not on a terminal: progress as plain lines while it runs, not a silent wait
+    assert "benchmarking resnet18 at 32 px, 1 rounds\n" in r.output
+    assert "round 1/1: robustcars PGD-1 Linf (elapsed 0:00:" in r.output
     assert {row["name"] for row in json.loads(out.read_text())["rows"]} == {
         "floor PGD-1 Linf", "robustcars PGD-1 Linf", "floor FGSM sweep", "robustcars FGSM sweep"}
     r = CliRunner().invoke(app, [*args, "--only", "pgd_linf"])

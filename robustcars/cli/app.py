@@ -758,15 +758,15 @@ def bench(
 ) -> None:
     """Images/s of robustcars' attacks vs the bare floor loop and peer libraries, in one process, alternating."""
     from robustcars import storage as rio
-    from robustcars.console import bench_table, console
+    from robustcars.console import bench_table, console, status_lines
     from robustcars.evaluation.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(arch=arch.value, img_size=img_size, batch_size=batch_size, batches=batches, reps=reps,
                       warmup=warmup, steps=steps, peers=peers, train=train_step, channels_last=channels_last,
                       device=device.value, threads=threads, data=str(data) if data else None,
                       epoch_images=epoch_images, workers=workers, groups=list(only) if only else None)
-    with console.status("benchmarking") as status:
-        result = run_bench(cfg, progress=lambda msg: status.update(msg))
+    with status_lines(f"benchmarking {cfg.arch} at {cfg.img_size} px, {cfg.reps} rounds") as update:
+        result = run_bench(cfg, progress=update)
     result["command"] = _command(ctx)
     console.print(bench_table(result))
     if out:
