@@ -253,6 +253,10 @@ def attack_table(result: dict[str, Any]) -> Table:
     return t
 
 
+def _percent(share: float | None) -> str:
+    return "–" if share is None or share != share else f"{100 * share:.1f} %"
+
+
 def _signed(change: float) -> str:
     return f"{100 * change:+.1f}"
 
@@ -296,7 +300,7 @@ def min_norm_lines(result: dict[str, Any]) -> list[str]:
             return "∞" if v is None or v == float("inf") else f"{v:.4g}"
         lines.append(f"{label}: minimal {norm} norm over {b['attacked']} clean-correct images — "
                      f"median {f(b['median'])} "
-                     f"(IQR {f(b['q25'])}–{f(b['q75'])}), adversarial found for {fmt(b['found_rate'], 3)}")
+                     f"(IQR {f(b['q25'])}–{f(b['q75'])}), adversarial found for {_percent(b['found_rate'])} of them")
     return lines
 
 

@@ -46,3 +46,14 @@ def test_help_on_an_80_column_terminal_is_grouped_and_splits_no_word(monkeypatch
     titles = [line.strip("╭─╮ ") for line in help_at("train", 80).splitlines() if line.startswith("╭─")]
     assert {"Data", "Model", "Optimisation", "Adversarial training", "Distillation", "Output",
             "Performance"} <= set(titles), titles
+
+
+def test_a_share_of_images_reads_as_a_percentage():
+    from robustcars.console import min_norm_lines
+
+    block = {"norm": "l2", "attacked": 8, "median": 0.5, "q25": 0.25, "q75": 1.0, "found_rate": 0.875}
+    [line] = min_norm_lines({"kind": "robustcars-attack", "config": {"attack": "deepfool"}, "min_norms": block})
+    assert line.endswith("adversarial found for 87.5 % of them") and "0.875" not in line
+    [line] = min_norm_lines({"kind": "robustcars-attack", "config": {"attack": "deepfool"},
+                             "min_norms": {**block, "attacked": 0, "found_rate": None}})
+    assert line.endswith("adversarial found for – of them")
