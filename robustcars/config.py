@@ -206,6 +206,32 @@ def train_options(web: bool = False) -> list[tuple[str, Any, Option]]:
             if "option" in f.metadata and (not web or f.metadata["option"].web)]
 
 
+def _fill_model_defaults(cfg) -> None:
+    """``--model``'s input size and resize when not given (224, crop); a run decides its own."""
+    if cfg.model is not None:
+        cfg.img_size = 224 if cfg.img_size is None else cfg.img_size
+        cfg.resize = "crop" if cfg.resize is None else cfg.resize
+
+
+def _model_checks(cfg) -> list[tuple[bool, str]]:
+    """The rules of ``--run`` / ``--model`` and its options, shared by attack and corrupt configurations."""
+    return [(cfg.img_size is None or 16 <= cfg.img_size <= 1024,
+             f"--img-size must be in [16, 1024] pixels, got {cfg.img_size}"),
+            (cfg.resize in (None, "crop", "squash"), f"--resize must be crop or squash, got {cfg.resize!r}"),
+            (cfg.model is None or cfg.run in ("", None), "give --run (a robustcars run) or --model, not both"),
+            (cfg.model is not None or bool(cfg.run), "give --run (a robustcars run) or --model (any model)"),
+            (cfg.model is None or bool(cfg.data), "--model needs --data (the images, in class folders)")]
+
+
+def _model_opts(cfg) -> list[tuple[str, Any]]:
+    """``--run RUN``, or ``--model`` with every option that defines that model."""
+    if not cfg.model:
+        return [("--run", cfg.run)]
+    return [("--model", cfg.model), ("--checkpoint", cfg.checkpoint), ("--classes", cfg.classes),
+            ("--mean", _csv(cfg.mean)), ("--std", _csv(cfg.std)), ("--img-size", cfg.img_size),
+            ("--resize", cfg.resize)]
+
+
 @dataclass
 class AttackConfig:
     """Everything ``robustcars attack`` needs (torch-free; validated before anything is imported or written)."""
@@ -238,9 +264,7 @@ class AttackConfig:
     def validate(self) -> AttackConfig:
         """Check every field and the attack's parameters (registry). Raises ConfigError."""
         self.save_adv = self.save_adv or self.save_png
-        if self.model is not None:
-            self.img_size = 224 if self.img_size is None else self.img_size
-            self.resize = "crop" if self.resize is None else self.resize
+        _fill_model_defaults(self)
         spec = attack_spec(self.attack)
         self.eps = sorted(set(check_eps(self.eps)))
         values = validate_params(self.attack, self.params)
@@ -252,11 +276,7 @@ class AttackConfig:
             (self.examples >= 0, f"--examples must be >= 0, got {self.examples}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
             (self.cam >= 0, f"--cam must be >= 0, got {self.cam}"),
-            (self.img_size is None or 16 <= self.img_size <= 1024,
-             f"--img-size must be in [16, 1024] pixels, got {self.img_size}"),
-            (self.resize in (None, "crop", "squash"), f"--resize must be crop or squash, got {self.resize!r}"),
-            (self.model is None or self.run in ("", None), "give --run (a robustcars run) or --model, not both"),
-            (self.model is not None or bool(self.run), "give --run (a robustcars run) or --model (any model)"),
+            *_model_checks(self)[:4],
             (spec.kind != "single-step" or "target" not in self.params, f"{self.attack} cannot be targeted"),
         ]
         for ok, message in checks:
@@ -270,11 +290,7 @@ class AttackConfig:
         """The ``robustcars attack`` command that reproduces these records (``suite``: the suite file that
         defined the attacks): every option that decides them, and none that does not apply (a run's own
         image size and resize mode are not options)."""
-        opts: list[tuple[str, Any]] = [("--model", self.model)] if self.model else [("--run", self.run)]
-        if self.model:
-            opts += [("--checkpoint", self.checkpoint), ("--classes", self.classes),
-                     ("--mean", _csv(self.mean)), ("--std", _csv(self.std)), ("--img-size", self.img_size),
-                     ("--resize", self.resize)]
+        opts = _model_opts(self)
         if suite:
             opts.append(("--suite", suite))
         else:
@@ -316,10 +332,19 @@ class CorruptConfig:
     data: str | None = None
     cache: str | None = None  # a folder of corrupted images shared across runs (does not change the records)
     reference: str | None = None  # a reference model's corruption folder, for CE / mCE (not in the records)
+    # a model robustcars did not train (instead of `run`), as for AttackConfig
+    model: str | None = None
+    checkpoint: str | None = None
+    classes: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    img_size: int | None = None
+    resize: str | None = None
 
     def validate(self) -> CorruptConfig:
         from robustcars.registry import CORRUPTIONS, check_corruptions
 
+        _fill_model_defaults(self)
         if not self.corruptions:
             self.corruptions = list(CORRUPTIONS)
         check_corruptions(self.corruptions, self.severities)
@@ -328,21 +353,24 @@ class CorruptConfig:
                   (self.max_images is None or self.max_images >= 1,
                    f"--max-images must be >= 1, got {self.max_images}"),
                   (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
-                  (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")]
+                  (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}"),
+                  *_model_checks(self)]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         check_seed(self.seed)
+        check_normalization(self.mean, self.std)
         return self
 
     def fingerprint(self) -> str:
         """What decides the records (not ``workers``, ``device`` or ``batch_size``): a resume must match it."""
         keys = ("run", "corruptions", "severities", "split", "max_images", "seed", "data")
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        model = ("model", "checkpoint", "classes", "mean", "std", "img_size", "resize") if self.model else ()
+        blob = json.dumps({k: getattr(self, k) for k in (*keys, *model)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def command(self) -> str:
-        opts: list[tuple[str, Any]] = [("--run", self.run)]
+        opts = _model_opts(self)
         opts += [("--corruption", c) for c in self.corruptions] + [("--severity", s) for s in self.severities]
         opts += [("--split", self.split), ("--max-images", self.max_images), ("--seed", self.seed),
                  ("--data", self.data), ("--cache", self.cache),

@@ -148,3 +148,21 @@ def test_a_cache_gives_the_same_records_and_spares_the_second_run_the_corruption
     refused = invoke_cli(*args, "--out", tmp_path / "third", "--cache", tmp_path / "cache")
     assert refused.exit_code == 2 and "other settings: img_size 64 (here 32)" in refused.output
     assert not (tmp_path / "third").exists()
+
+
+def test_any_model_under_corruptions_and_its_reproducing_command(tmp_path):
+    """``--model`` (a torchvision net, random weights) on a class-folder dataset, as ``attack --model`` takes it."""
+    data, _ = train_tiny_run(tmp_path)
+    args = ["corrupt", "--model", "torchvision:resnet18", "--data", data, "--img-size", 32, "--resize", "squash",
+            "--corruption", "fog", "--severity", 1, "--workers", 0, "--threads", 1]
+    r = invoke_cli(*args, "--out", tmp_path / "any")
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "any" / "corruption.json").read_text())
+    assert result["run"]["arch"] == "torchvision:resnet18" and result["run"]["img_size"] == 32
+    assert "--model torchvision:resnet18" in result["reproduce"]
+    assert "--img-size 32 --resize squash" in result["reproduce"]
+    refused = invoke_cli("corrupt", "--model", "torchvision:resnet18", "--img-size", 32, "--out", tmp_path / "none")
+    assert refused.exit_code == 2 and "--model needs --data" in refused.output and not (tmp_path / "none").exists()
+    _, run = train_tiny_run(tmp_path / "t")
+    mixed = invoke_cli("corrupt", "--run", run, "--img-size", 32, "--out", tmp_path / "mixed")
+    assert mixed.exit_code == 2 and "go with --model" in mixed.output

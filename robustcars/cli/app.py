@@ -222,6 +222,16 @@ def _floats(text: str | None, option: str) -> list[float] | None:
     return values
 
 
+# The options of a model robustcars did not train, shared by attack and corrupt (each stated once).
+ModelOpt = Annotated[str | None, typer.Option(help="Instead of --run, any model: torchvision:NAME, timm:NAME or package.module:factory (built with num_classes = the number of classes); needs --data.", show_default=False)]
+CheckpointOpt = Annotated[Path | None, typer.Option(help="Weights for --model: a state dict, or one under the key 'state_dict', 'model' or 'model_state_dict' (module. prefixes stripped); read with weights_only=True.", show_default=False)]
+ClassesOpt = Annotated[Path | None, typer.Option(help="For --model: a file with the class names, one a line, in the model's output order \\[default: the data's class folders, sorted].", show_default=False)]
+MeanOpt = Annotated[str | None, typer.Option(help="For --model: the per-channel mean it expects, e.g. 0.485,0.456,0.406 (with --std; default: none, [0, 1] pixels go in as they are).", show_default=False)]
+StdOpt = Annotated[str | None, typer.Option(help="For --model: the per-channel std it expects, e.g. 0.229,0.224,0.225.", show_default=False)]
+ImgSizeOpt = Annotated[int | None, typer.Option(min=16, max=1024, help="For --model: square input size in pixels \\[default: 224; a run uses its own].", show_default=False)]
+ResizeOpt = Annotated[Resize | None, typer.Option(help="For --model: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size \\[default: crop; a run uses its own].", show_default=False)]
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; choose a folder")
@@ -340,13 +350,13 @@ def _print_attack_result(result: dict[str, Any], files: str) -> None:
 @app.command()
 def attack(
     run: Annotated[Path | None, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option(help="Instead of --run, any model: torchvision:NAME, timm:NAME or package.module:factory (built with num_classes = the number of classes); needs --data.", show_default=False)] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Weights for --model: a state dict, or one under the key 'state_dict', 'model' or 'model_state_dict' (module. prefixes stripped); read with weights_only=True.", show_default=False)] = None,
-    classes: Annotated[Path | None, typer.Option(help="For --model: a file with the class names, one a line, in the model's output order \\[default: the data's class folders, sorted].", show_default=False)] = None,
-    mean: Annotated[str | None, typer.Option(help="For --model: the per-channel mean it expects, e.g. 0.485,0.456,0.406 (with --std; default: none, [0, 1] pixels go in as they are).", show_default=False)] = None,
-    std: Annotated[str | None, typer.Option(help="For --model: the per-channel std it expects, e.g. 0.229,0.224,0.225.", show_default=False)] = None,
-    img_size: Annotated[int | None, typer.Option(min=16, max=1024, help="For --model: square input size in pixels \\[default: 224; a run uses its own].", show_default=False)] = None,
-    resize: Annotated[Resize | None, typer.Option(help="For --model: 'crop' = shorter side to img-size then center crop; 'squash' = whole image to img-size x img-size \\[default: crop; a run uses its own].", show_default=False)] = None,
+    model: ModelOpt = None,
+    checkpoint: CheckpointOpt = None,
+    classes: ClassesOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    img_size: ImgSizeOpt = None,
+    resize: ResizeOpt = None,
     eps: Annotated[list[float] | None, typer.Option(metavar="EPS", parser=_eps, help="Budget in [0, 1] pixel scale or as k/255 (e.g. 4/255), an L∞ or L2 radius as the attack's norm says (see --attack); 0.01 ≈ 2.55/255 in L∞; repeat for a sweep \\[default: 0.01].")] = None,
     suite: Annotated[Path | None, typer.Option(help="Run an attack suite (TOML, see attacks/*.toml) instead of --attack/--eps.")] = None,
     attack_name: Annotated[AttackName, typer.Option("--attack", metavar="NAME", help="Attack by name; 'robustcars attacks' lists each with its norm, source, parameters and defaults. Minimum-norm attacks report robust accuracy at every eps from per-image minimal norms.")] = AttackName.fgsm,
@@ -479,7 +489,14 @@ def transfer(
 
 @app.command()
 def corrupt(
-    run: Annotated[Path, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.", show_default=False)],
+    run: Annotated[Path | None, typer.Option(help="Run folder from 'robustcars train' (its best.pt is used) or a checkpoint .pt file.", show_default=False)] = None,
+    model: ModelOpt = None,
+    checkpoint: CheckpointOpt = None,
+    classes: ClassesOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    img_size: ImgSizeOpt = None,
+    resize: ResizeOpt = None,
     corruption: Annotated[list[str] | None, typer.Option("--corruption", metavar="NAME", help="A corruption of ImageNet-C (repeat for several): " + ", ".join(CORRUPTIONS) + "; held out: " + ", ".join(EXTRA_CORRUPTIONS) + " \\[default: the 15 of ImageNet-C].", show_default=False)] = None,
     severity: Annotated[list[int] | None, typer.Option("--severity", metavar="S", help="Severity 1-5 (repeat for several) \\[default: 1 2 3 4 5].", show_default=False)] = None,
     extra: Annotated[bool, typer.Option("--extra", metavar="", help="Add ImageNet-C's four held-out corruptions (speckle noise, gaussian blur, spatter, saturate); they stay out of mCE.")] = False,
@@ -501,15 +518,19 @@ def corrupt(
     from robustcars.config import CorruptConfig
 
     names = list(corruption or CORRUPTIONS) + (list(EXTRA_CORRUPTIONS) if extra else [])
-    run_dir = run if run.is_dir() else run.parent
-    out = out or run_dir / "corrupt"
-    cfg = CorruptConfig(run=str(run.resolve()), out=str(out), corruptions=names, severities=list(severity or [1, 2, 3, 4, 5]),
-                        split=split.value, batch_size=batch_size, max_images=max_images, seed=seed, workers=workers,
-                        device=device.value, data=str(data.resolve()) if data else None,
-                        cache=str(cache.resolve()) if cache else None,
-                        reference=str(reference.resolve()) if reference else None).validate()
+    out = out or _attack_run_dir(run, model, out, data, (checkpoint, classes, mean, std, img_size, resize)) / "corrupt"
+    _attack_run_dir(run, model, out, data, (checkpoint, classes, mean, std, img_size, resize))  # with --out too
+    cfg = CorruptConfig(run=str(run.resolve()) if run else "", out=str(out), corruptions=names,
+                        severities=list(severity or [1, 2, 3, 4, 5]), split=split.value, batch_size=batch_size,
+                        max_images=max_images, seed=seed, workers=workers, device=device.value,
+                        data=str(data.resolve()) if data else None, cache=str(cache.resolve()) if cache else None,
+                        reference=str(reference.resolve()) if reference else None, model=model,
+                        checkpoint=str(checkpoint.resolve()) if checkpoint else None,
+                        classes=str(classes.resolve()) if classes else None, mean=_floats(mean, "--mean"),
+                        std=_floats(std, "--std"), img_size=img_size, resize=resize.value if resize else None
+                        ).validate()
     _check_out(out)
-    if not run.exists():
+    if run is not None and not run.exists():
         raise ConfigError(f"--run {run} not found (a run folder or a checkpoint .pt file)")
     from robustcars.console import console, corruption_table, progress_bar
     from robustcars.evaluation.corruptions import run_corruptions

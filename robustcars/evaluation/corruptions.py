@@ -44,14 +44,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from robustcars import storage as rio
 from robustcars.config import CorruptConfig
-from robustcars.data.cars import Sample, load_cars, subsample
+from robustcars.data.cars import CarsData, Sample, load_cars, subsample
 from robustcars.data.images import build_resize, read_image
 from robustcars.errors import ConfigError, DataError, StorageError
 from robustcars.evaluation.resume import ResumeState
 from robustcars.evaluation.runner import open_folder, recorded, top_classes, truncate_torn
 from robustcars.lock import output_lock
 from robustcars.metrics import accuracy, entropy, macro_f1, mean_std, rank_shift_summary, ranks_of
-from robustcars.models.source import check_logits, from_run
+from robustcars.models.source import ModelSource, check_logits, from_run, from_spec, read_class_names
 from robustcars.registry import CORRUPTIONS, EXTRA_CORRUPTIONS
 from robustcars.reporting.results import read_json_file, read_records
 from robustcars.runtime import library_versions, resolve_device
@@ -296,9 +296,8 @@ def run_corruptions(cfg: CorruptConfig, *, resume: bool = False,
     """
     cfg.validate()
     ref = _read_reference(cfg.reference) if cfg.reference is not None else None
-    source = from_run(cfg.run)
-    root = cfg.data or source.data_root
-    data = load_cars(root, **source.data_options)
+    source, data = _model_and_data(cfg)
+    root = data.root
     samples = data.split(cfg.split)
     if cfg.max_images and cfg.max_images < len(samples):
         samples = subsample(samples, cfg.max_images, cfg.seed)
@@ -329,6 +328,22 @@ def run_corruptions(cfg: CorruptConfig, *, resume: bool = False,
         seconds = time.perf_counter() - t0
         return _finish(cfg, source, samples, combos, out, ref, seconds, len(todo), command or cfg.command(),
                        _example_grid(cfg, source, samples, data.root, cache))
+
+
+def _model_and_data(cfg: CorruptConfig) -> tuple[ModelSource, CarsData]:
+    """``cfg.run``'s model and its data (or ``--data``), or ``--model`` built for the classes of ``--data``.
+
+    Raises:
+        ConfigError, CheckpointError, DataError: as their messages say.
+    """
+    if not cfg.model:
+        source = from_run(cfg.run)
+        return source, load_cars(cfg.data or source.data_root, **source.data_options)
+    data = load_cars(cfg.data)
+    names = read_class_names(cfg.classes) if cfg.classes else list(data.classes)
+    source = from_spec(cfg.model, class_names=names, checkpoint=cfg.checkpoint, mean=cfg.mean, std=cfg.std,
+                       img_size=cfg.img_size, resize=cfg.resize)
+    return source, data
 
 
 def _relative(path: str | Path, root: str | Path) -> str:
