@@ -35,7 +35,7 @@ def test_split_rows_does_not_depend_on_position():
 def test_suite_summary_worst_case():
     d = json.loads((EXPECTED / "suite-goldcascade" / "suite.json").read_text())
     s = SuiteSummary.from_dict(d)
-    assert s.name == "goldcascade" and [w.eps for w in s.worst_case] == [0.01, 0.03]
-    assert s.worst_case_accuracy(0.03) == d["worst_case"][1]["accuracy"]
-    with pytest.raises(KeyError, match="no worst case at l2 eps 0.03"):
-        s.worst_case_accuracy(0.03, norm="l2")
+    assert s.name == "goldcascade" and [w.eps for w in s.worst_case] == [0.002, 0.01]
+    assert s.worst_case_accuracy(0.01) == d["worst_case"][1]["accuracy"]
+    with pytest.raises(KeyError, match="no worst case at l2 eps 0.01"):
+        s.worst_case_accuracy(0.01, norm="l2")
