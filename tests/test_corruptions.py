@@ -10,7 +10,7 @@ import pytest
 from robustcars.errors import ConfigError
 from robustcars.registry import CORRUPTIONS, EXTRA_CORRUPTIONS
 
-from .conftest import cli_process, invoke_cli, kill_9_after, train_tiny_run
+from .conftest import ROOT, cli_process, invoke_cli, kill_9_after, train_tiny_run
 
 pytest.importorskip("imagecorruptions")
 
@@ -166,3 +166,73 @@ def test_any_model_under_corruptions_and_its_reproducing_command(tmp_path):
     _, run = train_tiny_run(tmp_path / "t")
     mixed = invoke_cli("corrupt", "--run", run, "--img-size", 32, "--out", tmp_path / "mixed")
     assert mixed.exit_code == 2 and "go with --model" in mixed.output
+
+
+def test_report_puts_corruptions_of_two_models_side_by_side(tmp_path):
+    """``robustcars report`` finds each run's corrupt/ and shows its numbers exactly as corruption.json holds them."""
+    data, first = train_tiny_run(tmp_path)
+    second = tmp_path / "second"
+    r = invoke_cli("train", "--data", data, "--out", second, "--arch", "resnet18", "--weights", "none", "--epochs", 2,
+                   "--img-size", 32, "--batch-size", 8, "--workers", 0, "--seed", 1)
+    assert r.exit_code == 0, r.output
+    args = ["--corruption", "fog", "--corruption", "contrast", "--severity", 1, "--severity", 3, "--workers", 0]
+    for run, more in ((first, []), (second, ["--reference", first])):
+        r = invoke_cli("corrupt", "--run", run, *args, *more)
+        assert r.exit_code == 0, r.output
+    r = invoke_cli("report", first, second, "--out", tmp_path / "report", "--panels", "none")
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    results = [json.loads((run / "corrupt" / "corruption.json").read_text()) for run in (first, second)]
+    for model, result in zip(report["models"], results):
+        (c,) = model["corruptions"]
+        assert c["clean_accuracy"] == result["clean"]["accuracy"] and c["images"] == 9
+        fog = [row["accuracy"] for row in result["rows"] if row["corruption"] == "fog"]
+        assert c["per_corruption"][0] == pytest.approx({**c["per_corruption"][0], "accuracy": sum(fog) / 2})
+        assert [s["severity"] for s in c["per_severity"]] == [1, 3]
+        assert (tmp_path / "report" / c["figures"]["heatmap"]).read_bytes()[:4] == b"\x89PNG"
+    c = report["models"][1]["corruptions"][0]
+    assert c["mce"] == results[1]["errors"]["mce"] and "change" in c["figures"]
+    assert "mce" not in report["models"][0]["corruptions"][0] or report["models"][0]["corruptions"][0]["mce"] is None
+    comp = report["corruption_comparison"]
+    change = results[1]["clean"]["accuracy"] - results[0]["clean"]["accuracy"]
+    assert comp["rows"][0][0] == "clean" and comp["rows"][0][-1] == f"{change:+.4f}"
+    assert [row[0] for row in comp["rows"]] == ["clean", "fog", "contrast"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Natural corruptions side by side (9 test images" in md and "relative mCE" in md
+    assert "robustcars corrupt --run" in md  # the reproducing command of each corruption result
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "robustcars" / "reporting" / "schemas" / "report.schema.json").read_text())
+    jsonschema.validate(report, schema)
+
+
+def test_a_suite_runs_corruptions_on_the_images_corrupt_scores(tmp_path):
+    """A suite's [corruptions] gives the records ``robustcars corrupt`` gives with the same options; a bad table is
+    refused before any attack runs."""
+    _, run = train_tiny_run(tmp_path)
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\n[[attack]]\nname = "fgsm"\neps = [0.01]\n'
+                     '[corruptions]\ncorruptions = ["fog", "impulse_noise"]\nseverities = [2]\n')
+    r = invoke_cli("attack", "--run", run, "--suite", suite, "--workers", 0, "--out", tmp_path / "suite")
+    assert r.exit_code == 0, r.output
+    assert "natural corruptions on 9 images: clean accuracy" in r.output
+    alone = invoke_cli("corrupt", "--run", run, "--corruption", "fog", "--corruption", "impulse_noise", "--severity",
+                       2, "--workers", 0, "--out", tmp_path / "alone")
+    assert alone.exit_code == 0, alone.output
+    lines = lambda d: (tmp_path / d / "records.jsonl").read_text()  # noqa: E731
+    assert lines("suite/corrupt") == lines("alone")
+    summary = json.loads((tmp_path / "suite" / "suite.json").read_text())["corruptions"]
+    assert summary["images"] == 9 and summary["result"].endswith("suite/corrupt/corruption.json")
+    again = invoke_cli("attack", "--run", run, "--suite", suite, "--workers", 0, "--out", tmp_path / "suite",
+                       "--resume")
+    assert again.exit_code == 0 and lines("suite/corrupt") == lines("alone"), again.output
+    report = invoke_cli("report", tmp_path / "suite", "--out", tmp_path / "rep", "--panels", "none")
+    assert report.exit_code == 0, report.output
+    (model,) = json.loads((tmp_path / "rep" / "report.json").read_text())["models"]
+    assert [c["dir"] for c in model["corruptions"]] == [str(tmp_path / "suite" / "corrupt")]
+    for table, message in (('severities = [0]', "[corruptions]: --severity must be in 1..5"),
+                           ('colour = true', "[corruptions]: unknown key 'colour'"),
+                           ('label = "fgsm"', "that no attack entry uses, got 'fgsm'")):
+        suite.write_text(f'name = "s"\n[[attack]]\nname = "fgsm"\neps = [0.01]\n[corruptions]\n{table}\n')
+        bad = invoke_cli("attack", "--run", run, "--suite", suite, "--workers", 0, "--out", tmp_path / "bad")
+        assert bad.exit_code == 2 and message in bad.output.strip().splitlines()[-1], bad.output
+        assert not (tmp_path / "bad").exists()

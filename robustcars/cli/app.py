@@ -444,7 +444,13 @@ def _run_attack_and_print(cfg, spec, resume: bool, threads: int | None) -> None:
         if spec is not None:
             from robustcars.evaluation.suite import run_suite
 
-            result = run_suite(cfg, spec, resume=resume, reporter=reporter, command=_typed())
+            progress, stop = (_corruption_progress(len(spec.corruptions.corruptions), len(spec.corruptions.severities))
+                              if spec.corruptions else (None, lambda: None))
+            try:
+                result = run_suite(cfg, spec, resume=resume, reporter=reporter, command=_typed(),
+                                   corruption_progress=progress)
+            finally:
+                stop()
         else:
             result = run_attack(cfg, resume=resume, reporter=reporter, command=_typed())
     finally:
@@ -456,6 +462,12 @@ def _run_attack_and_print(cfg, spec, resume: bool, threads: int | None) -> None:
         total = sum(c["seconds"] for c in result["cost"].values())
         _print_attack_result(result, f"[bold green]done[/] suite {spec.name}; attacking took {total / 60:.1f} min "
                                      f"(this invocation) — results: {out}/suite.json, suite.csv and one folder per attack")
+        if "corruptions" in result:
+            from robustcars.console import console
+
+            c = result["corruptions"]
+            console.print(f"natural corruptions on {c['images']} images: clean accuracy {c['clean']:.4f}, mean "
+                          f"corruption error {c['mean_corruption_error']:.4f} — {c['result']}", soft_wrap=True)
         return
     cost = result["cost"]
     done = "results unchanged" if result.get("unchanged") else \
@@ -532,28 +544,35 @@ def corrupt(
     _check_out(out)
     if run is not None and not run.exists():
         raise ConfigError(f"--run {run} not found (a run folder or a checkpoint .pt file)")
-    from robustcars.console import console, corruption_table, progress_bar
+    from robustcars.console import console, corruption_table
     from robustcars.evaluation.corruptions import run_corruptions
     from robustcars.runtime import set_threads
 
     set_threads(threads)
-    bar = None
-
-    def progress(total: int, done: int):
-        nonlocal bar
-        bar = progress_bar(f"{len(names)} corruptions x {len(cfg.severities)} severities", total, done)
-        return bar.advance
-
+    progress, stop = _corruption_progress(len(names), len(cfg.severities))
     try:
         result = run_corruptions(cfg, resume=resume, progress=progress, command=_typed())
     finally:
-        if bar is not None:
-            bar.stop()
+        stop()
     console.print(corruption_table(result))
     cost = result["cost"]
     done = "results unchanged" if result.get("unchanged") else f"done in {cost['seconds'] / 60:.1f} min"
     console.print(f"[bold green]{done}[/] — results: {out}/corruption.json, corruption.csv, records.jsonl, figures/",
                   soft_wrap=True)
+
+
+def _corruption_progress(corruptions: int, severities: int):
+    """``(progress, stop)``: the progress callback of a corruption run (a rich bar on a TTY, plain lines in a
+    log) and the function that closes it."""
+    from robustcars.console import progress_bar
+
+    bars = []
+
+    def progress(total: int, done: int):
+        bars.append(progress_bar(f"{corruptions} corruptions x {severities} severities", total, done))
+        return bars[-1].advance
+
+    return progress, lambda: [b.stop() for b in bars]
 
 
 def _default_text(p) -> str:
@@ -740,7 +759,7 @@ def serve(
 @app.command()
 def report(
     ctx: typer.Context,
-    inputs: Annotated[list[Path], typer.Argument(help="Run folders (with their attack-*/ and suite-*/ results), attack folders or suite folders.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Run folders (with their attack-*/, suite-*/ and corrupt/ results), attack folders, suite folders or corruption folders.")],
     out: Annotated[Path, typer.Option(help="Report folder to write (report.json, index.html, report.md, figures/).")] = Path("reports/latest"),
     title: Annotated[str, typer.Option(help="Title of the report.")] = "robustcars robustness report",
     panels: Annotated[Panels, typer.Option(help="Example panels to include: all, extremes (most and least affected images at the largest eps) or none; each is ~1.3 MB.")] = Panels.all,

@@ -53,12 +53,17 @@ from robustcars.lock import output_lock
 from robustcars.metrics import accuracy, entropy, macro_f1, mean_std, rank_shift_summary, ranks_of
 from robustcars.models.source import ModelSource, check_logits, from_run, from_spec, read_class_names
 from robustcars.registry import CORRUPTIONS, EXTRA_CORRUPTIONS
-from robustcars.reporting.results import read_json_file, read_records
+from robustcars.reporting.results import (
+    CORRUPTION_KIND,
+    CORRUPTION_RESULT,
+    read_corruption_result,
+    read_json_file,
+    read_records,
+)
 from robustcars.runtime import library_versions, resolve_device
 from robustcars.version import __version__
 
-RESULT_NAME = "corruption.json"
-KIND = "robustcars-corruption"
+RESULT_NAME, KIND = CORRUPTION_RESULT, CORRUPTION_KIND
 SCHEMA_VERSION = 1
 FAMILIES = {**CORRUPTIONS, **EXTRA_CORRUPTIONS}
 _SEEDED = ("impulse_noise", "glass_blur")  # take a seed of their own (skimage / numba draw outside numpy's state)
@@ -429,9 +434,4 @@ def _package_version() -> str | None:
 
 def _read_reference(path: str | Path) -> dict[str, Any]:
     """A reference corruption.json (a corruption folder, or a run folder holding ``corrupt/``)."""
-    path = Path(path)
-    folder = path if (path / RESULT_NAME).is_file() or not (path / "corrupt").is_dir() else path / "corrupt"
-    ref = read_json_file(folder / RESULT_NAME, "reference corruption result (corruption.json)")
-    if ref.get("kind") != KIND:
-        raise DataError(f"{folder / RESULT_NAME} is not a robustcars corruption result")
-    return {**ref, "dir": str(folder)}
+    return read_corruption_result(path)

@@ -24,6 +24,16 @@ smaller eps keeping its example at larger ones (``reuse_eps = false`` turns that
 entry that fooled it first (``fooled_by``) and the passes each entry spent. Every entry must then share one
 norm and one eps list.
 
+A ``[corruptions]`` table adds natural corruptions (``robustcars corrupt``) on the same images, after the
+attacks, into ``OUT/<label>/`` (default ``corrupt``); every key is optional::
+
+    [corruptions]
+    corruptions = ["fog", "contrast"]   # default: ImageNet-C's 15
+    severities = [1, 3, 5]               # default: 1-5
+    extra = false                        # true adds the four held-out corruptions
+    max_images = 512                     # default: the suite's
+    label = "corrupt"
+
 Everything is validated before any work starts.
 """
 
@@ -48,6 +58,7 @@ from robustcars.registry import SUITE_KIND, attack_spec, check_eps, validate_par
 from robustcars.reporting.results import split_rows
 
 RESERVED = {"name", "eps", "label", "max_images"}
+CORRUPTION_KEYS = {"corruptions", "severities", "extra", "max_images", "label"}
 CASCADE_LABEL = "cascade"
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -64,12 +75,68 @@ class SuiteEntry:
 
 
 @dataclass
+class SuiteCorruptions:
+    """A suite's ``[corruptions]`` table: what :func:`robustcars.evaluation.corruptions.run_corruptions` runs."""
+
+    corruptions: list[str]
+    severities: list[int]
+    label: str = "corrupt"
+    max_images: int | None = None
+
+
+@dataclass
 class Suite:
     name: str
     description: str
     entries: list[SuiteEntry]
     path: str
     cascade_of: list[str] = field(default_factory=list)  # the labels chained by a cascade suite, in order
+    corruptions: SuiteCorruptions | None = None
+
+
+def _corruptions(path: Path, item: Any, default_limit: Any, labels: list[str]) -> SuiteCorruptions:
+    """The validated ``[corruptions]`` table (see the module docstring). Raises ConfigError."""
+    from robustcars.registry import CORRUPTIONS, EXTRA_CORRUPTIONS, check_corruptions
+
+    where = f"{path}: [corruptions]"
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(item) - CORRUPTION_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; choose from {', '.join(sorted(CORRUPTION_KEYS))}")
+    names = item.get("corruptions", list(CORRUPTIONS))
+    severities = item.get("severities", [1, 2, 3, 4, 5])
+    extra = item.get("extra", False)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+        raise ConfigError(f"{where}: corruptions must be a list of names")
+    if not isinstance(severities, list) or not all(isinstance(v, int) for v in severities) or not severities:
+        raise ConfigError(f"{where}: severities must be a list of integers 1-5")
+    if not isinstance(extra, bool):
+        raise ConfigError(f"{where}: extra must be true or false")
+    names = list(dict.fromkeys(names + (list(EXTRA_CORRUPTIONS) if extra else [])))
+    label, limit = item.get("label", "corrupt"), item.get("max_images", default_limit)
+    try:
+        check_corruptions(names, severities)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not isinstance(label, str) or not _LABEL.match(label) or label in labels:
+        raise ConfigError(f"{where}: label must be a folder name of letters, digits, '_', '-', '.' that no attack "
+                          f"entry uses, got {label!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"{where}: max_images must be an integer >= 1, got {limit!r}")
+    return SuiteCorruptions(names, sorted(set(severities)), label, limit)
+
+
+def corrupt_config(base, spec: SuiteCorruptions, out: Path):
+    """The CorruptConfig of a suite's ``[corruptions]`` on ``base``'s model, data, split and seed."""
+    from robustcars.config import CorruptConfig
+
+    return CorruptConfig(run=base.run, out=str(out / spec.label), corruptions=list(spec.corruptions),
+                         severities=list(spec.severities), split=base.split, batch_size=base.batch_size,
+                         max_images=spec.max_images or base.max_images, seed=base.seed, workers=base.workers,
+                         device=base.device, data=base.data, model=base.model, checkpoint=base.checkpoint,
+                         classes=base.classes, mean=base.mean, std=base.std, img_size=base.img_size,
+                         resize=base.resize)
 
 
 def _entry(path: Path, i: int, item: Any, default_limit: Any) -> SuiteEntry:
@@ -117,16 +184,18 @@ def load_suite(path: str | Path) -> Suite:
     if dup is not None:
         raise ConfigError(f"{path}: label {dup!r} used twice; give each entry a distinct 'label'")
     name, description = str(doc.get("name", path.stem)), str(doc.get("description", ""))
+    corrupt = (_corruptions(path, doc["corruptions"], doc.get("max_images"), labels + [CASCADE_LABEL])
+               if "corruptions" in doc else None)
     if "cascade" not in doc and "reuse_eps" not in doc:
-        return Suite(name, description, entries, str(path))
+        return Suite(name, description, entries, str(path), corruptions=corrupt)
     if not isinstance(doc.get("cascade", False), bool) or not isinstance(doc.get("reuse_eps", True), bool):
         raise ConfigError(f"{path}: cascade and reuse_eps must be true or false")
     if not doc.get("cascade", False):
         if "reuse_eps" in doc:
             raise ConfigError(f"{path}: reuse_eps goes with cascade = true")
-        return Suite(name, description, entries, str(path))
+        return Suite(name, description, entries, str(path), corruptions=corrupt)
     return Suite(name, description, [_cascade_entry(path, entries, doc.get("reuse_eps", True))], str(path),
-                 [e.label for e in entries])
+                 [e.label for e in entries], corrupt)
 
 
 def _cascade_entry(path: Path, entries: list[SuiteEntry], reuse_eps: bool) -> SuiteEntry:
@@ -153,6 +222,22 @@ def entry_config(base, entry: SuiteEntry, out: Path):
                    out=str(out / entry.label), max_images=entry.max_images or base.max_images)
 
 
+def _precheck_corruptions(cfg, resume: bool) -> None:
+    """The ``[corruptions]`` part checked before the first attack: its options, the package, its folder's resume
+    rule (a finished folder is left as it is on resume)."""
+    from robustcars.evaluation.corruptions import _corrupt_fn
+
+    try:
+        cfg.validate()
+        _corrupt_fn()
+        records = Path(cfg.out) / "records.jsonl"
+        if records.is_file() and records.stat().st_size > 0 and not resume:
+            raise ConfigError(f"{cfg.out} already holds corruption records; pass --resume to continue the suite or "
+                              "choose another --out")
+    except RobustcarsError as exc:
+        raise type(exc)(f"suite [corruptions]: {exc}") from None
+
+
 def _precheck(configs: list, labels: list[str], resume: bool, source=None, images=None) -> None:
     """Everything that could stop the suite half-way is checked before its first attack: each entry against
     the run and data (targets, classes, folders), and the resume rules of each entry folder."""
@@ -177,9 +262,11 @@ def _precheck(configs: list, labels: list[str], resume: bool, source=None, image
 
 
 def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, command: str = "", source=None,
-              images=None) -> dict[str, Any]:
+              images=None, corruption_progress=None) -> dict[str, Any]:
     """Run every entry of ``suite`` with :func:`robustcars.evaluation.runner.run_attack` into ``base.out/<label>``
-    and write ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them.
+    and write ``suite.json`` / ``suite.csv`` (all rows of all attacks) beside them; then its ``[corruptions]``
+    with :func:`robustcars.evaluation.corruptions.run_corruptions` (``corruption_progress`` is its progress
+    callback), summarised in ``suite.json`` under ``corruptions``.
 
     With ``resume``, finished entries whose configuration did not change are reused as they are (not
     rewritten), interrupted ones continue, new ones run; a finished suite resumed unchanged is left byte for
@@ -197,6 +284,11 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
     for c in configs:
         c.validate()
     _precheck(configs, [e.label for e in suite.entries], resume, source, images)
+    corrupt_cfg = corrupt_config(base, suite.corruptions, out) if suite.corruptions else None
+    if corrupt_cfg is not None:
+        if source is not None:
+            raise ConfigError("a suite with [corruptions] runs on a run folder or --model, not on a Python model")
+        _precheck_corruptions(corrupt_cfg, resume)
     reproduce = base.command(suite=str(Path(suite.path).resolve()))
     d, _ = D.init(resolve_device(base.device))
     with process_lock(out, d):
@@ -206,11 +298,22 @@ def run_suite(base, suite: Suite, *, resume: bool = False, reporter=None, comman
                                               images=images, reproduce=reproduce)
         if not all(results.values()):  # a non-zero torchrun rank: rank 0 writes the summary
             return {}
-        if all(r.get("unchanged") for r in results.values()) and (out / "suite.json").is_file():
+        corrupted = None
+        if corrupt_cfg is not None:
+            from robustcars.evaluation.corruptions import run_corruptions
+
+            corrupted = run_corruptions(corrupt_cfg, resume=resume, progress=corruption_progress, command=command)
+        unchanged = corrupted is None or corrupted.get("unchanged")
+        if unchanged and all(r.get("unchanged") for r in results.values()) and (out / "suite.json").is_file():
             from robustcars.reporting.results import read_json_file
 
             return {**read_json_file(out / "suite.json", "suite summary"), "unchanged": True}
         summary = _summary(suite, results, out, (command, reproduce), SCHEMA_VERSION, load_attack)
+        if corrupted is not None:
+            summary["corruptions"] = {"result": str(Path(corrupt_cfg.out) / "corruption.json"),
+                                      "images": corrupted["clean"]["images"], "clean": corrupted["clean"]["accuracy"],
+                                      "mean_corruption_error": corrupted["errors"]["mean_corruption_error"],
+                                      "reproduce": corrupted["reproduce"]}
         rio.write_json(out / CARD_NAME, suite_card(summary, results))
         rio.write_json(out / "suite.json", summary)
         rio.write_csv(out / "suite.csv", summary["rows"])

@@ -1,7 +1,8 @@
 """``robustcars report``: a self-contained robustness report from train and attack results.
 
 Reads run folders (``best.pt``, ``metrics.json``, ``history.csv``, and every ``attack-*/`` and ``suite-*/``
-inside), attack folders (``attack.json`` + ``records.jsonl``) and suite folders (``suite.json``). Nothing is
+inside), attack folders (``attack.json`` + ``records.jsonl``), suite folders (``suite.json``) and corruption
+folders of ``robustcars corrupt`` (``corruption.json``; a run's ``corrupt/`` is found on its own). Nothing is
 re-computed on images: every number comes from those files. Writes::
 
     OUT/report.json   every number, schema-versioned      OUT/index.html  one static page (offline)
@@ -29,10 +30,18 @@ from robustcars.console import attack_rows, fmt
 from robustcars.errors import ConfigError, DataError, StorageError
 from robustcars.lock import file_lock
 from robustcars.reporting.aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
+from robustcars.reporting.corruption_report import (
+    comparison_sections,
+    corruption_comparison,
+    corruption_entry,
+    corruption_sections,
+)
 from robustcars.reporting.results import (
+    CORRUPTION_RESULT,
     AttackResult,
     attack_dirs,
     load_attack,
+    read_corruption_result,
     read_json_file,
     read_suite_result,
     split_rows,
@@ -55,6 +64,7 @@ class ModelResults:
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     suites: list[dict[str, Any]] = field(default_factory=list)  # suite.json contents (worst case, suite checks)
+    corruptions: list[dict[str, Any]] = field(default_factory=list)  # corruption.json contents (robustcars corrupt)
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
@@ -64,8 +74,9 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
-def _classify(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path], dict[Path, Path]]:
-    """``(attack folders, run folders, suite folders, attack folder -> the run it was found in)`` of the inputs.
+def _classify(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path], dict[Path, Path], list[Path]]:
+    """``(attack folders, run folders, suite folders, attack folder -> the run it was found in, corruption
+    folders)`` of the inputs.
 
     Raises:
         DataError: a path that is none of these.
@@ -74,8 +85,11 @@ def _classify(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path], di
     runs: list[Path] = []
     suite_dirs: list[Path] = []
     owner: dict[Path, Path] = {}  # attack folder -> the run folder it was found in
+    corrupted: list[Path] = []
     for p in map(Path, paths):
-        if (p / "attack.json").is_file() or (p / "records.jsonl").is_file():
+        if (p / CORRUPTION_RESULT).is_file():
+            corrupted.append(p)
+        elif (p / "attack.json").is_file() or (p / "records.jsonl").is_file():
             found.append(p)
         elif (p / "suite.json").is_file():
             found += attack_dirs(p)
@@ -86,10 +100,12 @@ def _classify(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path], di
             found += inner
             owner.update({d.resolve(): p for d in inner})
             suite_dirs += sorted(q.parent for q in p.glob("*/suite.json"))
+            corrupted += sorted(q.parent for q in p.glob(f"*/{CORRUPTION_RESULT}"))
         else:
-            raise DataError(f"{p} is not a run folder (best.pt), an attack folder (attack.json) or a suite "
-                            "(suite.json)")
-    return found, runs, suite_dirs, owner
+            raise DataError(f"{p} is not a run folder (best.pt), an attack folder (attack.json), a suite "
+                            f"(suite.json) or a corruption folder ({CORRUPTION_RESULT})")
+    corrupted += [q.parent for d in suite_dirs for q in sorted(d.glob(f"*/{CORRUPTION_RESULT}"))]  # [corruptions]
+    return found, runs, suite_dirs, owner, corrupted
 
 
 def collect(paths: list[Path]) -> list[ModelResults]:
@@ -101,7 +117,7 @@ def collect(paths: list[Path]) -> list[ModelResults]:
         DataError: a path that is none of these, or a result that is damaged or incomplete (the message
             names the file and what to do).
     """
-    found, runs, suite_dirs, owner = _classify(paths)
+    found, runs, suite_dirs, owner, corrupted = _classify(paths)
     models: dict[str, ModelResults] = {}
     for r in runs:
         key = str((r / "best.pt").resolve())
@@ -112,19 +128,16 @@ def collect(paths: list[Path]) -> list[ModelResults]:
             continue
         seen.add(d.resolve())
         res = load_attack(d)
-        info = res.meta["run"]
-        if info.get("checkpoint"):
-            ckpt = Path(info["checkpoint"])
-            key = str(ckpt.resolve())
-            run_dir = ckpt.parent if (ckpt.parent / "metrics.json").exists() else None
-        else:  # a model handed over as a Python object: one model per label and weights
-            ckpt, run_dir = None, None
-            key = f"model:{info.get('arch')}:{info.get('weights_origin')}"
+        key, ckpt, run_dir = _model_key(res.meta["run"])
         run = owner.get(d.resolve())
         if run is not None and ckpt is not None and key != str((run / "best.pt").resolve()):
             raise DataError(f"{d} lies in run {run} but holds results of another model ({ckpt}); move it to its "
                             "own run or report it on its own")
         models.setdefault(key, ModelResults(key, run_dir, ckpt)).attacks.append(res)
+    for d in dict.fromkeys(c.resolve() for c in corrupted):  # natural corruptions go with their model
+        result = read_corruption_result(d)
+        key, ckpt, run_dir = _model_key(result["run"])
+        models.setdefault(key, ModelResults(key, run_dir, ckpt)).corruptions.append(result)
     for m in models.values():
         if m.run_dir is not None:
             if (m.run_dir / "metrics.json").is_file():
@@ -144,6 +157,15 @@ def collect(paths: list[Path]) -> list[ModelResults]:
             models[key].suites.append({**suite, "_dir": str(d)})
     _check_one_class_set(list(models.values()))
     return list(models.values())
+
+
+def _model_key(info: dict[str, Any]) -> tuple[str, Path | None, Path | None]:
+    """``(key, checkpoint, run folder)`` of the model a result's ``run`` entry names: its checkpoint's path, or
+    for a model handed over as a Python object (or a ``--model`` spec without one) its arch and weights."""
+    if info.get("checkpoint"):
+        ckpt = Path(info["checkpoint"])
+        return str(ckpt.resolve()), ckpt, ckpt.parent if (ckpt.parent / "metrics.json").exists() else None
+    return f"model:{info.get('arch')}:{info.get('weights_origin')}", None, None
 
 
 def _check_one_class_set(models: list[ModelResults]) -> None:
@@ -312,7 +334,7 @@ def _write_report(models: list[ModelResults], out: Path, *, title: str, command:
         if model_curves:
             curves[entry["name"]] = model_curves
         report["models"].append(entry)
-    if len(report["models"]) > 1:
+    if len(curves) > 1:  # two or more models with attack results (not only corruptions)
         overlay = {f"{name} · {label}": pts for name, mc in curves.items() for label, pts in mc.items()}
         norms: dict[str, str] = {}
         clean: dict[str, float] = {}
@@ -327,6 +349,7 @@ def _write_report(models: list[ModelResults], out: Path, *, title: str, command:
     if report["transfer"]:
         report["transfer_figure"] = _rel(F.transfer_heatmap(report["transfer"], out / "figures" / "transfer.png"), out)
     report["defence_comparison"] = defence_comparison(report["models"])
+    report["corruption_comparison"] = corruption_comparison(report["models"])
     suite_failed = [{"model": m["name"], "attack": f"suite {su['suite']}", **c} for m in report["models"]
                     for su in m["suites"] for c in su["checks"] if not c["ok"]]
     report["failed_checks"] = suite_failed + [{"model": m["name"], "attack": a["label"], **c}
@@ -393,6 +416,7 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str, name: str
         att = _attack_entry(a, label, slug, class_names, out, panels)
         model_curves[label] = [(r["eps"], r["accuracy"]) for r in split_rows(att["rows"])[1]]
         entry["attacks"].append(att)
+    entry["corruptions"] = [corruption_entry(c, f"{slug}_c{j + 1}", out) for j, c in enumerate(m.corruptions)]
     if model_curves:
         norms, clean = _curve_keys(entry["attacks"])
         entry["figures"]["robustness_curves"] = _rel(F.robustness_curves(
@@ -616,6 +640,7 @@ def _sections(report: dict[str, Any]):
     if report.get("defence_comparison"):
         yield "h2", "Standard vs defended (rows: the same attack and parameters on the same images)"
         yield "table", (report["defence_comparison"]["head"], report["defence_comparison"]["rows"])
+    yield from comparison_sections(report.get("corruption_comparison"))
     for m in report["models"]:
         yield from _model_sections(m)
     yield from _attention_sections(report)
@@ -665,6 +690,8 @@ def _model_sections(m: dict[str, Any]):
                              for w in su["worst_case"]])
     for a in m["attacks"]:
         yield from _attack_sections(a)
+    for c in m.get("corruptions", []):
+        yield from corruption_sections(c)
 
 
 def _attention_sections(report: dict[str, Any]):
@@ -701,6 +728,10 @@ def _reproducibility_sections(report: dict[str, Any]):
             rows.append([f"attack ({m['id']}, {a['label']}, as typed)", a["command"] or "–"])
             if a.get("reproduce"):
                 rows.append([f"attack ({m['id']}, {a['label']}, reproduce)", a["reproduce"]])
+        for c in m.get("corruptions", []):
+            rows.append([f"corrupt ({m['id']}, as typed)", c["command"] or "–"])
+            if c.get("reproduce"):
+                rows.append([f"corrupt ({m['id']}, reproduce)", c["reproduce"]])
         ds = m.get("dataset")
         if ds and ds.get("available"):
             counts = ", ".join(f"{k} {v['images']} ({v['files_sha256'][:12]})" for k, v in ds["splits"].items())

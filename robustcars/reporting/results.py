@@ -148,6 +148,29 @@ def read_suite_result(folder: str | Path) -> dict[str, Any]:
     return read_json_file(Path(folder) / "suite.json", "suite result (suite.json)")
 
 
+CORRUPTION_RESULT = "corruption.json"  # what ``robustcars corrupt`` writes into its folder
+CORRUPTION_KIND = "robustcars-corruption"
+
+
+def corruption_folder(path: str | Path) -> Path:
+    """The corruption folder ``path`` names: itself when it holds ``corruption.json``, else its ``corrupt/``."""
+    path = Path(path)
+    return path if (path / CORRUPTION_RESULT).is_file() or not (path / "corrupt").is_dir() else path / "corrupt"
+
+
+def read_corruption_result(path: str | Path) -> dict[str, Any]:
+    """Read the ``corruption.json`` of a corruption folder (or of a run folder's ``corrupt/``), with ``dir`` added.
+
+    Raises:
+        DataError: missing, damaged, or not a robustcars corruption result.
+    """
+    folder = corruption_folder(path)
+    result = read_json_file(folder / CORRUPTION_RESULT, "corruption result (corruption.json)")
+    if result.get("kind") != CORRUPTION_KIND or not {"clean", "rows", "errors", "run"} <= result.keys():
+        raise DataError(f"{folder / CORRUPTION_RESULT} is not a robustcars corruption result")
+    return {**result, "dir": str(folder)}
+
+
 # --- typed results ------------------------------------------------------------------------------------------
 
 #: The fields every row has, in the order attack.json writes them; the rest are the attack's own metrics.
