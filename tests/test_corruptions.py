@@ -17,6 +17,13 @@ pytest.importorskip("imagecorruptions")
 from robustcars.evaluation.corruptions import corrupt_image, corruption_errors, image_seed  # noqa: E402
 
 ALL = [*CORRUPTIONS, *EXTRA_CORRUPTIONS]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``(data, run)``: one generated dataset and ResNet-18 run (3 classes, 9 test images, 32 px); tests write
+    their outputs elsewhere."""
+    return train_tiny_run(tmp_path_factory.mktemp("tiny"))
 IMAGE = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
 
 
@@ -94,8 +101,8 @@ def test_a_reference_of_other_images_is_refused():
                           {"rows": rows, "clean": {"accuracy": 1, "images": 10}})
 
 
-def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
-    _, run = train_tiny_run(tmp_path)  # 3 classes, 9 test images, 32 px
+def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path, tiny):
+    _, run = tiny
     args = ["corrupt", "--run", run, "--corruption", "glass_blur", "--corruption", "impulse_noise", "--corruption",
             "fog", "--severity", 2, "--severity", 4, "--batch-size", 1, "--workers", 0, "--threads", 1]
     full = cli_process(*args, "--out", tmp_path / "full")
@@ -124,10 +131,10 @@ def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
     assert (tmp_path / "self" / "figures" / "corruption_change.png").is_file()
 
 
-def test_a_cache_gives_the_same_records_and_spares_the_second_run_the_corruptions(tmp_path, monkeypatch):
+def test_a_cache_gives_the_same_records_and_spares_the_second_run_the_corruptions(tmp_path, monkeypatch, tiny):
     import robustcars.evaluation.corruptions as corruptions
 
-    _, run = train_tiny_run(tmp_path)
+    _, run = tiny
     args = ["corrupt", "--run", run, "--corruption", "glass_blur", "--corruption", "fog", "--severity", 3,
             "--workers", 0, "--threads", 1]
     plain = invoke_cli(*args, "--out", tmp_path / "plain")
@@ -150,9 +157,9 @@ def test_a_cache_gives_the_same_records_and_spares_the_second_run_the_corruption
     assert not (tmp_path / "third").exists()
 
 
-def test_any_model_under_corruptions_and_its_reproducing_command(tmp_path):
+def test_any_model_under_corruptions_and_its_reproducing_command(tmp_path, tiny):
     """``--model`` (a torchvision net, random weights) on a class-folder dataset, as ``attack --model`` takes it."""
-    data, _ = train_tiny_run(tmp_path)
+    data, run = tiny
     args = ["corrupt", "--model", "torchvision:resnet18", "--data", data, "--img-size", 32, "--resize", "squash",
             "--corruption", "fog", "--severity", 1, "--workers", 0, "--threads", 1]
     r = invoke_cli(*args, "--out", tmp_path / "any")
@@ -163,38 +170,42 @@ def test_any_model_under_corruptions_and_its_reproducing_command(tmp_path):
     assert "--img-size 32 --resize squash" in result["reproduce"]
     refused = invoke_cli("corrupt", "--model", "torchvision:resnet18", "--img-size", 32, "--out", tmp_path / "none")
     assert refused.exit_code == 2 and "--model needs --data" in refused.output and not (tmp_path / "none").exists()
-    _, run = train_tiny_run(tmp_path / "t")
     mixed = invoke_cli("corrupt", "--run", run, "--img-size", 32, "--out", tmp_path / "mixed")
     assert mixed.exit_code == 2 and "go with --model" in mixed.output
 
 
-def test_report_puts_corruptions_of_two_models_side_by_side(tmp_path):
-    """``robustcars report`` finds each run's corrupt/ and shows its numbers exactly as corruption.json holds them."""
-    data, first = train_tiny_run(tmp_path)
+def test_report_puts_corruptions_of_two_models_side_by_side(tmp_path, tiny):
+    """``robustcars report`` takes a corruption folder or finds a run's corrupt/, and shows the numbers exactly as
+    corruption.json holds them."""
+    data, first = tiny
     second = tmp_path / "second"
     r = invoke_cli("train", "--data", data, "--out", second, "--arch", "resnet18", "--weights", "none", "--epochs", 2,
                    "--img-size", 32, "--batch-size", 8, "--workers", 0, "--seed", 1)
     assert r.exit_code == 0, r.output
     args = ["--corruption", "fog", "--corruption", "contrast", "--severity", 1, "--severity", 3, "--workers", 0]
-    for run, more in ((first, []), (second, ["--reference", first])):
+    folders = [tmp_path / "first", second / "corrupt"]  # the second in its run's default folder
+    for run, more in ((first, ["--out", folders[0]]), (second, ["--reference", folders[0]])):
         r = invoke_cli("corrupt", "--run", run, *args, *more)
         assert r.exit_code == 0, r.output
-    r = invoke_cli("report", first, second, "--out", tmp_path / "report", "--panels", "none")
+    r = invoke_cli("report", folders[0], second, "--out", tmp_path / "report", "--panels", "none")
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    results = [json.loads((run / "corrupt" / "corruption.json").read_text()) for run in (first, second)]
-    for model, result in zip(report["models"], results):
-        (c,) = model["corruptions"]
+    results = [json.loads((folder / "corruption.json").read_text()) for folder in folders]
+    entries = {m["corruptions"][0]["dir"]: m["corruptions"][0] for m in report["models"]}
+    for folder, result in zip(folders, results):
+        c = entries[str(folder)]
         assert c["clean_accuracy"] == result["clean"]["accuracy"] and c["images"] == 9
         fog = [row["accuracy"] for row in result["rows"] if row["corruption"] == "fog"]
         assert c["per_corruption"][0] == pytest.approx({**c["per_corruption"][0], "accuracy": sum(fog) / 2})
         assert [s["severity"] for s in c["per_severity"]] == [1, 3]
         assert (tmp_path / "report" / c["figures"]["heatmap"]).read_bytes()[:4] == b"\x89PNG"
-    c = report["models"][1]["corruptions"][0]
+    c = entries[str(folders[1])]
     assert c["mce"] == results[1]["errors"]["mce"] and "change" in c["figures"]
-    assert "mce" not in report["models"][0]["corruptions"][0] or report["models"][0]["corruptions"][0]["mce"] is None
-    comp = report["corruption_comparison"]
-    change = results[1]["clean"]["accuracy"] - results[0]["clean"]["accuracy"]
+    assert entries[str(folders[0])]["mce"] is None  # no reference, no CE
+    comp = report["corruption_comparison"]  # the first model in the report is the baseline
+    first = [str(f) for f in folders].index(report["models"][0]["corruptions"][0]["dir"])
+    other = 1 - first
+    change = results[other]["clean"]["accuracy"] - results[first]["clean"]["accuracy"]
     assert comp["rows"][0][0] == "clean" and comp["rows"][0][-1] == f"{change:+.4f}"
     assert [row[0] for row in comp["rows"]] == ["clean", "fog", "contrast"]
     md = (tmp_path / "report" / "report.md").read_text()
@@ -205,10 +216,10 @@ def test_report_puts_corruptions_of_two_models_side_by_side(tmp_path):
     jsonschema.validate(report, schema)
 
 
-def test_a_suite_runs_corruptions_on_the_images_corrupt_scores(tmp_path):
+def test_a_suite_runs_corruptions_on_the_images_corrupt_scores(tmp_path, tiny):
     """A suite's [corruptions] gives the records ``robustcars corrupt`` gives with the same options; a bad table is
     refused before any attack runs."""
-    _, run = train_tiny_run(tmp_path)
+    _, run = tiny
     suite = tmp_path / "s.toml"
     suite.write_text('name = "s"\n[[attack]]\nname = "fgsm"\neps = [0.01]\n'
                      '[corruptions]\ncorruptions = ["fog", "impulse_noise"]\nseverities = [2]\n')
