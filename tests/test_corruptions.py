@@ -208,6 +208,10 @@ def test_report_puts_corruptions_of_two_models_side_by_side(tmp_path, tiny):
     change = results[other]["clean"]["accuracy"] - results[first]["clean"]["accuracy"]
     assert comp["rows"][0][0] == "clean" and comp["rows"][0][-1] == f"{change:+.4f}"
     assert [row[0] for row in comp["rows"]] == ["clean", "fog", "contrast"]
+    rows = {row["model"]: row for row in report["comparison"]}  # the one-line-per-model table
+    assert {row.get("mCE") for row in rows.values()} == {None, results[1]["errors"]["mce"]}
+    assert sorted(row["mean corruption error"] for row in rows.values()) == sorted(
+        r["errors"]["mean_corruption_error"] for r in results)
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Natural corruptions side by side (9 test images" in md and "relative mCE" in md
     assert "robustcars corrupt --run" in md  # the reproducing command of each corruption result

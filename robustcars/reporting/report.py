@@ -545,9 +545,10 @@ def _curves(m: dict[str, Any]) -> dict[str, dict[float, float]]:
 
 
 def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model: clean test metrics and robust accuracy of each attack (and each suite's worst case) at
+    """One row per model: clean test metrics; robust accuracy of each attack (and each suite's worst case) at
     one eps per column — the eps closest to 0.01 that every model with that attack label shares, so that models
-    line up; an attack whose eps no other model shares gets a column at its own eps closest to 0.01."""
+    line up; an attack whose eps no other model shares gets a column at its own eps closest to 0.01 — and the
+    mean corruption error (and mCE) of its first corruption result."""
     curves = [_curves(m) for m in models]
     eps_lists: dict[str, list[list[float]]] = {}
     for c in curves:
@@ -561,6 +562,10 @@ def comparison_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
             e = focus[key] if focus[key] is not None else _shared_focus([list(by_eps)])
             if e is not None:
                 row[f"{key} @ {e:g}"] = by_eps[e]
+        for c in m.get("corruptions", [])[:1]:  # natural corruptions: the mean error (and mCE with a reference)
+            row["mean corruption error"] = c["mean_corruption_error"]
+            if c.get("mce") is not None:
+                row["mCE"] = c["mce"]
         rows.append(row)
     return rows
 
