@@ -196,7 +196,8 @@ def test_report_puts_corruptions_of_two_models_side_by_side(tmp_path, tiny):
         c = entries[str(folder)]
         assert c["clean_accuracy"] == result["clean"]["accuracy"] and c["images"] == 9
         fog = [row["accuracy"] for row in result["rows"] if row["corruption"] == "fog"]
-        assert c["per_corruption"][0] == pytest.approx({**c["per_corruption"][0], "accuracy": sum(fog) / 2})
+        assert c["per_corruption"][0]["corruption"] == "fog" and c["per_corruption"][0]["family"] == "weather"
+        assert c["per_corruption"][0]["accuracy"] == pytest.approx(sum(fog) / 2)
         assert [s["severity"] for s in c["per_severity"]] == [1, 3]
         assert (tmp_path / "report" / c["figures"]["heatmap"]).read_bytes()[:4] == b"\x89PNG"
     c = entries[str(folders[1])]
@@ -240,6 +241,13 @@ def test_a_suite_runs_corruptions_on_the_images_corrupt_scores(tmp_path, tiny):
     again = invoke_cli("attack", "--run", run, "--suite", suite, "--workers", 0, "--out", tmp_path / "suite",
                        "--resume")
     assert again.exit_code == 0 and lines("suite/corrupt") == lines("alone"), again.output
+    written = (tmp_path / "suite" / "suite.json").read_bytes()
+    suite.write_text(suite.read_text().replace("severities = [2]", "severities = [3]"))
+    changed = invoke_cli("attack", "--run", run, "--suite", suite, "--workers", 0, "--out", tmp_path / "suite",
+                         "--resume")  # refused before the attacks, not after them
+    assert changed.exit_code == 2 and "suite [corruptions]: " in changed.output, changed.output  # the precheck
+    assert "different corruption configuration" in changed.output
+    assert (tmp_path / "suite" / "suite.json").read_bytes() == written and lines("suite/corrupt") == lines("alone")
     report = invoke_cli("report", tmp_path / "suite", "--out", tmp_path / "rep", "--panels", "none")
     assert report.exit_code == 0, report.output
     (model,) = json.loads((tmp_path / "rep" / "report.json").read_text())["models"]

@@ -572,7 +572,11 @@ def _corruption_progress(corruptions: int, severities: int):
         bars.append(progress_bar(f"{corruptions} corruptions x {severities} severities", total, done))
         return bars[-1].advance
 
-    return progress, lambda: [b.stop() for b in bars]
+    def stop() -> None:
+        for bar in bars:
+            bar.stop()
+
+    return progress, stop
 
 
 def _default_text(p) -> str:

@@ -223,17 +223,16 @@ def entry_config(base, entry: SuiteEntry, out: Path):
 
 
 def _precheck_corruptions(cfg, resume: bool) -> None:
-    """The ``[corruptions]`` part checked before the first attack: its options, the package, its folder's resume
-    rule (a finished folder is left as it is on resume)."""
+    """The ``[corruptions]`` part checked before the first attack: its options, the package, and its folder
+    against the resume rules of :func:`robustcars.evaluation.runner.open_folder` (records need ``--resume``
+    and the same configuration). Reads only."""
     from robustcars.evaluation.corruptions import _corrupt_fn
+    from robustcars.evaluation.runner import open_folder
 
     try:
         cfg.validate()
         _corrupt_fn()
-        records = Path(cfg.out) / "records.jsonl"
-        if records.is_file() and records.stat().st_size > 0 and not resume:
-            raise ConfigError(f"{cfg.out} already holds corruption records; pass --resume to continue the suite or "
-                              "choose another --out")
+        open_folder(Path(cfg.out), cfg, 0, resume=resume, what="corruption", complete=lambda _: False)
     except RobustcarsError as exc:
         raise type(exc)(f"suite [corruptions]: {exc}") from None
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from robustcars import storage as rio
-from robustcars.registry import CORRUPTIONS
+from robustcars.registry import CORRUPTIONS, EXTRA_CORRUPTIONS
 
 #: The figures of a corruption folder copied into the report, by key.
 FIGURES = {"heatmap": "corruption_heatmap.png", "examples": "corruption_examples.png",
@@ -30,10 +30,10 @@ def _mean_accuracy(rows: list[dict[str, Any]], key: str) -> dict[Any, float]:
     return {k: float(np.mean(v)) for k, v in groups.items()}
 
 
-def _per_corruption(name: str, acc: float, rows: list[dict[str, Any]], errors: dict[str, Any]) -> dict[str, Any]:
+def _per_corruption(name: str, acc: float, errors: dict[str, Any]) -> dict[str, Any]:
     """One corruption's line: family, mean accuracy and error over its severities, and against the reference its
     CE, relative CE and accuracy change (``None`` without a reference)."""
-    family = next(r["family"] for r in rows if r["corruption"] == name)
+    family = {**CORRUPTIONS, **EXTRA_CORRUPTIONS}[name]
     against = {k: (errors.get(k) or {}).get(name) for k in ("ce", "relative_ce", "accuracy_change")}
     return {"corruption": name, "family": family, "accuracy": acc, "error": errors["mean_error"].get(name), **against}
 
@@ -53,7 +53,7 @@ def corruption_entry(result: dict[str, Any], slug: str, out: Path) -> dict[str, 
         "clean_accuracy": result["clean"]["accuracy"], "clean_macro_f1": result["clean"]["macro_f1"],
         "mean_corruption_error": errors.get("mean_corruption_error"), "mce": errors.get("mce"),
         "relative_mce": errors.get("relative_mce"), "reference": result.get("reference"),
-        "per_corruption": [_per_corruption(c, a, result["rows"], errors)
+        "per_corruption": [_per_corruption(c, a, errors)
                            for c, a in _mean_accuracy(result["rows"], "corruption").items()],
         "per_severity": [{"severity": s, "accuracy": a} for s, a in _mean_accuracy(result["rows"], "severity").items()],
         "command": result.get("command", ""), "reproduce": result.get("reproduce"),
@@ -71,8 +71,8 @@ def corruption_entry(result: dict[str, Any], slug: str, out: Path) -> dict[str, 
 def corruption_comparison(models: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Models' mean accuracy per corruption side by side, the first model the baseline of the changes.
 
-    Only results on the same images (split, number and subset seed) are put side by side (the first such group of at
-    least two models); ``None`` when there is none.
+    Only results on the same images (split, number and subset seed) as the first model's are put side by side;
+    ``None`` when fewer than two are.
     """
     results = [(m["name"], c) for m in models for c in m.get("corruptions", [])[:1]]
     if len(results) < 2:
@@ -90,8 +90,7 @@ def corruption_comparison(models: list[dict[str, Any]]) -> dict[str, Any] | None
     for name in names:
         rows.append([name, *[f"{a[name]:.4f}" for a in acc], *[f"{a[name] - acc[0][name]:+.4f}" for a in acc[1:]]])
     return {"images": base["images"], "split": base["split"], "models": [n for n, _ in same], "baseline": base_name,
-            "head": head,
-            "rows": rows}
+            "head": head, "rows": rows}
 
 
 def _f(x: Any, d: int = 4) -> str:
