@@ -146,6 +146,8 @@ _ITER_COMMON = (
     Param("seed", integer(0, SEED_MAX), 0, "seed of the random start"),
 )
 _ALPHA = Param("alpha", number(gt=0, le=1), None, "step size in [0, 1] pixel scale")
+_CONVERGE = Param("converge", boolean, False, "stop on an image whose iterates repeat (a fixed point or a "
+                  "2-cycle: same result, fewer passes)")
 
 
 def _iterative(name: str, cls: str, norm: str, summary: str, alpha_default: str, *extra: Param) -> AttackSpec:
@@ -176,11 +178,11 @@ def register_attack(spec: AttackSpec) -> AttackSpec:
 for _spec in (
     AttackSpec("fgsm", "linf", "single-step", "robustcars", "FGSM (Goodfellow et al. 2014), one gradient for every eps",
                (), "robustcars.attacks.fgsm:FGSM"),
-    _iterative("bim", "BIM", "linf", "BIM / I-FGSM (Kurakin et al. 2016)", "eps/steps"),
+    _iterative("bim", "BIM", "linf", "BIM / I-FGSM (Kurakin et al. 2016)", "eps/steps", _CONVERGE),
     _iterative("pgd", "PGDLinf", "linf", "PGD (Madry et al. 2018), random start", "2.5·eps/steps",
-               Param("random_start", boolean, True, "start from a uniform point in the eps ball")),
+               Param("random_start", boolean, True, "start from a uniform point in the eps ball"), _CONVERGE),
     _iterative("pgd_l2", "PGDL2", "l2", "PGD L2 (Madry et al. 2018), random start", "2.5·eps/steps",
-               Param("random_start", boolean, True, "start from a uniform point in the eps ball")),
+               Param("random_start", boolean, True, "start from a uniform point in the eps ball"), _CONVERGE),
     _iterative("mifgsm", "MIFGSM", "linf", "MI-FGSM (Dong et al. 2018), momentum", "eps/steps",
                Param("decay", number(ge=0), 1.0, "momentum decay mu")),
     AttackSpec("deepfool", "l2", "min-norm", "foolbox", "DeepFool L2 (Moosavi-Dezfooli et al. 2016)", _DEEPFOOL,
@@ -243,6 +245,29 @@ for _norm, _suffix, _unit in (("linf", "", "L∞"), ("l2", "_l2", "L2")):
         register_attack(_spec)
 
 
+# Own APGD (Croce & Hein 2020, Algorithm 1; robustcars.attacks.apgd): the reference's defaults, plus the target
+# ranking, the margin budget and early stopping that the fast worst case is built from.
+_APGD = "robustcars.attacks.apgd:"
+_APGD_COMMON = (_AA_ITER, _AA_RESTARTS,
+                Param("rho", number(gt=0, le=1), 0.75, "share of rising steps below which the step size halves"),
+                Param("early_stop", boolean, False, "stop on an image at its first fooling iterate (same verdict)"),
+                _AA_SEED)
+for _norm, _suffix, _unit in (("linf", "", "L∞"), ("l2", "_l2", "L2")):
+    register_attack(AttackSpec(
+        f"apgd{_suffix}", _norm, "iterative", "robustcars",
+        f"APGD {_unit} (Croce & Hein 2020), own: cross-entropy or DLR loss",
+        (*_APGD_COMMON, Param("loss", one_of("ce", "dlr"), "ce", "loss ascended")),
+        _APGD + ("APGDL2" if _suffix else "APGD"), min_classes=3))
+    register_attack(AttackSpec(
+        f"apgd_targeted{_suffix}", _norm, "iterative", "robustcars",
+        f"APGD-T {_unit} (Croce & Hein 2020), own: targeted DLR over ranked targets, margin budget",
+        (*_APGD_COMMON, _AA_TARGETS,
+         Param("ranking", one_of("logit", "malt"), "logit",
+               "target order: logit (AutoAttack) or malt (Melamed et al. 2024, linearised distance)"),
+         Param("candidates", integer(1, 999), 20, "malt: highest-logit classes whose distance is measured"),
+         Param("keep", number(gt=0, le=1), 1.0, "share of standing images (closest to the boundary) "
+               "attacked with the targets after the first")), _APGD + ("APGDTargetedL2" if _suffix else "APGDTargeted"),
+        min_classes=4))
 
 
 def _components(norm: str) -> Callable[[Any], list[dict[str, Any]]]:
@@ -319,9 +344,9 @@ def runs_long(name: str, params: dict[str, Any]) -> bool:
     if spec.slow or name.startswith("cascade"):
         return True
     v = {**spec.defaults, **params}
-    if spec.kind == "iterative":
+    if spec.kind == "iterative" and "steps" in v:
         passes = v["steps"] * v["restarts"]
-    elif spec.source == "autoattack":  # iterations per target class (the targeted ones), then Square's queries
+    elif "n_iter" in v or "n_queries" in v:  # APGD (own or AutoAttack's): iterations per target, then queries
         targets = v.get("n_target_classes", 1) if name.startswith(("apgd_t", "fab_t", "autoattack")) else 1
         passes = (v.get("n_iter", 0) * targets + v.get("n_queries", 0)) * v["n_restarts"]
     else:

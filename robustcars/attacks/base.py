@@ -110,6 +110,7 @@ class AttackOutput:
     passes_by: dict[str, int] | None = None  # cascades: passes summed over the batch, per attack label
     queries_by: dict[str, int] | None = None  # cascades: forward passes without gradients, likewise
     fooled_by: list[list[str | None]] | None = None  # cascades: per eps, per image, the label of the attack that won
+    counters: dict[str, int] | None = None  # budget decisions summed over the batch (converged images, discarded…)
 
 
 class Attack:

@@ -51,6 +51,7 @@ class Cascade(Attack):
         def count(_module, inputs, _output):
             spent[torch.is_grad_enabled()] += inputs[0].shape[0]
 
+        counters: dict[str, int] = {}
         passes_by = {label: 0 for label, _ in self.attacks}
         queries_by = {label: 0 for label, _ in self.attacks}
         adv_by_eps: dict[float, torch.Tensor] = {}
@@ -68,7 +69,10 @@ class Cascade(Attack):
                     if idx.numel() == 0 or e == 0:
                         break
                     before = dict(spent)
-                    out = attack(model, x[idx], y[idx], [e]).adv[0]
+                    res = attack(model, x[idx], y[idx], [e])
+                    out = res.adv[0]
+                    for key, value in (res.counters or {}).items():
+                        counters[f"{label}.{key}"] = counters.get(f"{label}.{key}", 0) + value
                     with torch.no_grad():
                         fooled = model(out).argmax(1) != y[idx]
                     passes_by[label] += spent[True] - before[True]
@@ -84,7 +88,7 @@ class Cascade(Attack):
         n = x.shape[0]
         return AttackOutput(eps=eps, adv=[adv_by_eps[e] for e in eps], clean_logits=clean_logits,
                             passes=sum(passes_by.values()) / n, passes_by=passes_by, queries_by=queries_by,
-                            fooled_by=[by_eps[e] for e in eps])
+                            fooled_by=[by_eps[e] for e in eps], counters=counters or None)
 
 
 def build(attacks: list[dict], reuse_eps: bool = True) -> Cascade:

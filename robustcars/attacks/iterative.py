@@ -57,17 +57,25 @@ def _fooled(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tens
 
 
 def _ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, steps: int, targeted: bool,
-            early_stop: bool, update, loss_fn: LossFn | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+            early_stop: bool, update, loss_fn: LossFn | None = None, converge: bool = False,
+            stats: dict[str, int] | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
     """The shared loop: ``update(idx, x_adv_sub, grad) -> new x_adv_sub`` for the still-active rows ``idx``
     (a slice while every image is active, else an int64 index tensor).
+
+    ``converge``: an image leaves once its iterates repeat — the new iterate equals the current one (a fixed
+    point) or the one before (a 2-cycle). ``update`` depends on the iterate alone (fixed step, no momentum), so
+    every later iterate is then known without computing it: the image keeps the iterate the full loop would end
+    on, and no later iterate can fool the model (each was already scored). Exact only for a deterministic
+    model, so it is off while the model is in train mode. ``stats["converged_images"]`` counts them.
 
     Returns ``(x_adv, image_passes, first_logits)``: ``image_passes`` counts forward+backward passes over all
     images; ``first_logits`` ``(N, K)`` are the logits at the start point (the clean logits when it is ``x``).
     """
     active = torch.arange(x.shape[0], device=x.device)
     full = True  # every image still active: no gathers, the plain loop
-    spent, first = 0, None
-    for _ in range(steps):
+    spent, first, prev = 0, None, None
+    converge = converge and not model.training
+    for s in range(steps):
         xa, ya = (x_adv, y) if full else (x_adv[active], y[active])
         logits, grad = input_gradient(model, xa, ya, targeted=targeted, loss_fn=loss_fn)
         spent += xa.shape[0]
@@ -81,16 +89,37 @@ def _ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
                 if active.numel() == 0:
                     break
         new = update(slice(None) if full else active, xa, grad)
+        done = None
+        if converge:
+            new, done = _repeated(new, xa, None if prev is None else prev[active], steps - s - 1)
+        prev = x_adv.clone() if converge else None
         x_adv = new if full else x_adv.index_copy(0, active, new)
+        if done is not None and bool(done.any()):
+            if stats is not None:
+                stats["converged_images"] = stats.get("converged_images", 0) + int(done.sum())
+            full, active = False, active[~done]
+            if active.numel() == 0:
+                break
     return x_adv, spent, first
+
+
+def _repeated(new: torch.Tensor, cur: torch.Tensor, before: torch.Tensor | None, remaining: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows whose iterates repeat (``new == cur``, or ``new == before``: a 2-cycle) and, for each row, the
+    iterate the loop would end on after ``remaining`` more updates (a 2-cycle alternates ``new``, ``cur``)."""
+    fixed = (new == cur).flatten(1).all(1)
+    cycle = (new == before).flatten(1).all(1) if before is not None else torch.zeros_like(fixed)
+    if remaining % 2 == 1:
+        new = torch.where((cycle & ~fixed).view(-1, *([1] * (new.dim() - 1))), cur, new)
+    return new, fixed | cycle
 
 
 def pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,
             alpha: float | None = None, random_start: bool = True, targeted: bool = False, early_stop: bool = False,
-            generator: torch.Generator | None = None, loss_fn: LossFn | None = None
-            ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+            generator: torch.Generator | None = None, loss_fn: LossFn | None = None, converge: bool = False,
+            stats: dict[str, int] | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
     """:func:`pgd` that also returns the forward+backward passes spent (summed over images) and the logits at
-    the start point (None when nothing was computed)."""
+    the start point (None when nothing was computed); ``converge`` and ``stats`` as in :func:`_ascend`."""
     if eps == 0 or steps == 0:
         return x.clone(), 0, None
     alpha = 2.5 * eps / steps if alpha is None else alpha
@@ -100,7 +129,7 @@ def pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n
         step = grad.sign() if norm == "linf" else _l2_normalize(grad)
         return project(x[idx], xa + alpha * step, eps, norm)
 
-    return _ascend(model, x, y, x_adv, steps, targeted, early_stop, update, loss_fn)
+    return _ascend(model, x, y, x_adv, steps, targeted, early_stop, update, loss_fn, converge, stats)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,
@@ -202,7 +231,7 @@ class _Iterative(Attack):
                 clean_logits = model(x)
         goal = choose_targets(clean_logits, self.target) if self.targeted else y
         generator = torch.Generator().manual_seed(self.seed)
-        advs, spent = [], 0
+        advs, spent, self._stats = [], 0, {}
         for e in eps:
             best, n, first = self.core(model, x, goal, e, generator)
             spent += n
@@ -221,7 +250,7 @@ class _Iterative(Attack):
             with torch.no_grad():
                 clean_logits = model(x)
         return AttackOutput(eps=eps, adv=advs, clean_logits=clean_logits, targets=goal if self.targeted else None,
-                            passes=spent / x.shape[0])
+                            passes=spent / x.shape[0], counters=dict(self._stats) if self._stats else None)
 
 
 class BIM(_Iterative):
@@ -232,7 +261,7 @@ class BIM(_Iterative):
     def core(self, model, x, y, eps, generator):
         alpha = self.step_size(eps) or eps / self.steps
         return pgd_run(model, x, y, eps=eps, norm="linf", steps=self.steps, alpha=alpha, random_start=False,
-                       targeted=self.targeted, early_stop=self.early_stop)
+                       targeted=self.targeted, early_stop=self.early_stop, converge=self.converge, stats=self._stats)
 
 
 class PGDLinf(_Iterative):
@@ -243,7 +272,7 @@ class PGDLinf(_Iterative):
     def core(self, model, x, y, eps, generator):
         return pgd_run(model, x, y, eps=eps, norm=self.norm, steps=self.steps, alpha=self.step_size(eps),
                        random_start=self.random_start, targeted=self.targeted, early_stop=self.early_stop,
-                       generator=generator)
+                       generator=generator, converge=self.converge, stats=self._stats)
 
 
 class PGDL2(PGDLinf):

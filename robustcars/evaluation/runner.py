@@ -411,11 +411,11 @@ class _Tally:
 
     passes: float = 0.0
     grad_zero: int | None = None  # known only for attacks that report it (FGSM)
-    by: dict[str, dict[str, int]] = field(default_factory=lambda: {"passes": {}, "queries": {}})
+    by: dict[str, dict[str, int]] = field(default_factory=lambda: {"passes": {}, "queries": {}, "counters": {}})
 
     def add(self, res, batch: int) -> None:
         self.passes += res.passes * batch
-        for kind, counts in (("passes", res.passes_by), ("queries", res.queries_by)):
+        for kind, counts in (("passes", res.passes_by), ("queries", res.queries_by), ("counters", res.counters)):
             for label, n_passes in (counts or {}).items():
                 self.by[kind][label] = self.by[kind].get(label, 0) + n_passes
         if res.grad_zero is not None:
@@ -424,7 +424,7 @@ class _Tally:
     def gathered(self, d) -> _Tally:
         """The sum over every rank (each image was attacked by exactly one)."""
         zeros = D.gather(self.grad_zero, d)
-        by: dict[str, dict[str, int]] = {"passes": {}, "queries": {}}
+        by: dict[str, dict[str, int]] = {"passes": {}, "queries": {}, "counters": {}}
         for part in D.gather(self.by, d):
             for kind, counts in part.items():
                 for k, v in counts.items():
@@ -534,6 +534,8 @@ def _cost(tally: _Tally, attacked: int, seconds: float, n: int, world: int) -> d
     if tally.by["passes"] and attacked:  # cascades: gradient passes and gradient-free queries, per attack
         cost["passes_per_image_by_attack"] = {k: round(v / attacked, 3) for k, v in tally.by["passes"].items()}
         cost["queries_per_image_by_attack"] = {k: round(v / attacked, 3) for k, v in tally.by["queries"].items()}
+    if tally.by["counters"]:  # budget decisions (converged, discarded images; passes saved), summed over images
+        cost["counters"] = dict(sorted(tally.by["counters"].items()))
     return cost
 
 
