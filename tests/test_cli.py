@@ -87,7 +87,7 @@ def test_attack_resume_after_a_torn_write(trained_run, tmp_path):
     (["train", "--data", "/nonexistent/cars", "--out", "{tmp}/r"], "data folder not found: /nonexistent/cars"),
     (["attack", "--run", "{tmp}/missing"], "missing not found (a run folder or a checkpoint .pt file)"),
     (["attack", "--run", "{run}", "--eps", "1.5", "--out", "{tmp}/a"], "eps must be a number in [0, 1]"),
-    (["attack", "--run", "{run}", "--attack", "pgdd", "--out", "{tmp}/a"], "'pgdd' is not one of 'apgd_ce'"),
+    (["attack", "--run", "{run}", "--attack", "pgdd", "--out", "{tmp}/a"], "'pgdd' is not one of 'apgd'"),
     (["attack", "--run", "{run}", "--data", "{tmp}/four", "--out", "{tmp}/a"], "the model has 3 classes but"),
     (["train", "--data", "{data}", "--out", "{run}", "--weights", "none"], "already holds a run"),
 ])
@@ -161,7 +161,7 @@ def test_suite_runs_every_entry(trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("body, message", [
-    ('[[attack]]\nname = "pgdd"\neps = [0.1]\n', "unknown attack 'pgdd'; choose one of: apgd_ce, apgd_ce_l2"),
+    ('[[attack]]\nname = "pgdd"\neps = [0.1]\n', "unknown attack 'pgdd'; choose one of: apgd, apgd_ce"),
     ('[[attack]]\nname = "pgd"\neps = [2.0]\n', "eps must be a number in [0, 1]"),
     ('[[attack]]\nname = "pgd"\neps = [0.1]\nstepz = 3\n', "pgd: unknown parameter 'stepz'; its parameters: steps"),
     ('[[attack]\n', "invalid TOML"),
