@@ -345,13 +345,17 @@ def bench_table(result: dict[str, Any]) -> Table:
     c = result["config"]
     t = Table(title=f"{c['arch']} at {c['img_size']} px, batch {c['batch_size']}, {result['device']}, "
                     f"{result['threads']} threads — median of {c['reps']} rounds; ratios are medians of per-round "
-                    f"ratios (train epoch: vs the in-memory train step)")
-    for col in ("contender", "img/s (median)", "min – max", "vs floor", "vs foolbox", "vs torchattacks"):
+                    f"ratios (train epoch: vs the in-memory train step); sgemm peak "
+                    f"{fmt(result.get('sgemm_gflop_s'), 1)} GFLOP/s")
+    for col in ("contender", "img/s (median)", "min – max", "vs floor", "vs foolbox", "vs torchattacks",
+                "GFLOP/img", "GFLOP/s", "of peak"):
         t.add_column(col, justify="left" if col == "contender" else "right")
     for r in result["rows"]:
+        share = r.get("peak_share")
         t.add_row(r["name"], f"{r['median_img_s']:.2f}", f"{r['min_img_s']:.2f} – {r['max_img_s']:.2f}",
                   fmt(r.get("vs_floor") or r.get("vs_train_step"), 2), fmt(r.get("vs_foolbox"), 2),
-                  fmt(r.get("vs_torchattacks"), 2))
+                  fmt(r.get("vs_torchattacks"), 2), fmt(r.get("gflop_per_image"), 2), fmt(r.get("gflop_s"), 1),
+                  "–" if share is None else f"{share:.0%}")
     return t
 
 

@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from robustcars.attacks import FGSM, PGDLinf
 from robustcars.cli.app import app
+from robustcars.evaluation.bench import count_flops, sgemm_peak
 from robustcars.models.zoo import build_model
 
 from .conftest import make_folder_dataset
@@ -33,9 +34,31 @@ def test_bench_measures_every_contender_with_ratios(tmp_path):
     t_floor, t_ours = res["seconds"]["floor FGSM"], res["seconds"]["robustcars FGSM"]
     assert ours["vs_floor"] == pytest.approx(sorted(f / o for f, o in zip(t_floor, t_ours))[0] / 2
                                              + sorted(f / o for f, o in zip(t_floor, t_ours))[1] / 2)
+    # FLOPs: our FGSM does exactly the floor's passes; achieved rates against the sgemm peak of the same run
+    floor = next(row for row in res["rows"] if row["name"] == "floor FGSM")
+    assert ours["gflop_per_image"] == pytest.approx(floor["gflop_per_image"]) and ours["gflop_per_image"] > 0
+    assert res["sgemm_gflop_s"] > 0
+    assert ours["peak_share"] == pytest.approx(ours["gflop_s"] / res["sgemm_gflop_s"])
+    assert ours["gflop_s"] == pytest.approx(ours["gflop_per_image"] * ours["median_img_s"])
     epoch = next(row for row in res["rows"] if row["name"].startswith("train epoch"))
+    assert epoch["gflop_s"] is None  # timed outside the rounds, not counted
     step = next(row for row in res["rows"] if row["name"].startswith("train step"))
     assert epoch["vs_train_step"] == pytest.approx(epoch["median_img_s"] / step["median_img_s"])
+
+
+def test_flops_of_a_forward_and_input_backward_are_counted():
+    # a bias-free linear layer 10 -> 4 on 3 inputs: 2*3*10*4 = 240 FLOPs forward, as many for the input gradient
+    # (the weights are frozen, so no weight gradient) — through torch.autograd.grad on a leaf, as the attacks do
+    layer = torch.nn.Linear(10, 4, bias=False).requires_grad_(False)
+    x = torch.rand(3, 10)
+    assert count_flops(lambda: layer(x)) == 240
+
+    def fwd_bwd():
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(layer(xg).sum(), xg)
+
+    assert count_flops(fwd_bwd) == 480
+    assert sgemm_peak(n=64, reps=2) > 0
 
 
 def test_fast_paths_give_the_same_adversarial_images():

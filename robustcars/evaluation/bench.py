@@ -11,6 +11,12 @@ medians. The real training epoch runs after the rounds; its ratio to the trainin
 The floor of an attack is a bare PyTorch loop of exactly the passes it needs: FGSM = one forward + one
 input-backward (the clean prediction comes from the same forward) + one forward on the adversarial batch;
 PGD-k = k forward+backward passes + one forward. A sweep of m eps needs 1 forward+backward + m forwards.
+
+How close to the hardware: each contender's FLOPs per round are counted once, after the rounds, by
+``torch.utils.flop_counter.FlopCounterMode`` (forward and input-backward alike); its achieved GFLOP/s is that
+count times its median rounds per second, and its share of the peak divides by the machine's float32 matrix
+product rate (``sgemm_peak``: 2n^3 / t of a 2048 x 2048 ``torch.mm``, best of 5, measured before and after the
+rounds on the same threads).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from robustcars.attacks import FGSM, PGDL2, PGDLinf
 from robustcars.attacks.base import frozen_weights
@@ -235,7 +242,12 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     ys = [torch.randint(0, 196, (cfg.batch_size,), generator=g).to(device) for _ in range(cfg.batches)]
     cs = contenders(cfg, model, train_model)
     names = list(cs)
-    times = _alternating_rounds(cfg, cs, model, xs, ys, device, progress)
+    call = _caller(cs, model, xs, ys, device)
+    peak = sgemm_peak() if device.type == "cpu" else None
+    times = _alternating_rounds(cfg, names, call, progress)
+    flops = {n: count_flops(lambda n=n: call(n)) for n in names}
+    if peak is not None:
+        peak = max(peak, sgemm_peak())  # before and after the rounds: the machine's better moment
     images = cfg.batch_size * cfg.batches
     extra: set[str] = set()  # contenders timed outside the alternating rounds
     if cfg.data and train_model is not None and (not cfg.groups or "train" in cfg.groups):
@@ -251,17 +263,25 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         names.append(name)
         extra.add(name)
     rows = _rows(names, cs, times, images, extra)
+    _add_flop_rates(rows, flops, images, peak)
     return {"kind": "robustcars-bench", "config": asdict(cfg), "device": str(device),
-            "threads": torch.get_num_threads(), "versions": library_versions(), "rows": rows,
-            "seconds": {n: times[n] for n in names}}
+            "threads": torch.get_num_threads(), "versions": library_versions(), "sgemm_gflop_s": peak,
+            "rows": rows, "seconds": {n: times[n] for n in names}}
 
 
-def _alternating_rounds(cfg: BenchConfig, cs: dict, model: nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor],
-                        device: torch.device, progress: Callable[[str], None] | None) -> dict[str, list[float]]:
-    """Seconds per round of each contender over all batches: warm-up calls first, then ``cfg.reps`` rounds that
-    alternate the order (forward, then reversed), so drift of the machine falls on every contender alike."""
-    names = list(cs)
-    times: dict[str, list[float]] = {n: [] for n in names}
+def _add_flop_rates(rows: list[dict[str, Any]], flops: dict[str, int], images: int, peak: float | None) -> None:
+    """Per row: ``gflop_per_image`` (FlopCounterMode's count of one round / its images), ``gflop_s`` (that times the
+    median images/s) and ``peak_share`` (``gflop_s`` / the sgemm peak); None where not counted."""
+    for r in rows:
+        f = flops.get(r["name"])
+        r["gflop_per_image"] = f / images / 1e9 if f else None
+        r["gflop_s"] = r["gflop_per_image"] * r["median_img_s"] if f else None
+        r["peak_share"] = r["gflop_s"] / peak if f and peak else None
+
+
+def _caller(cs: dict, model: nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor], device: torch.device
+            ) -> Callable[[str], float]:
+    """``call(name)`` runs contender ``name`` once over all batches and returns its seconds."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def call(name: str) -> float:
@@ -277,6 +297,14 @@ def _alternating_rounds(cfg: BenchConfig, cs: dict, model: nn.Module, xs: list[t
         sync()
         return time.perf_counter() - t0
 
+    return call
+
+
+def _alternating_rounds(cfg: BenchConfig, names: list[str], call: Callable[[str], float],
+                        progress: Callable[[str], None] | None) -> dict[str, list[float]]:
+    """Seconds per round of each contender over all batches: warm-up calls first, then ``cfg.reps`` rounds that
+    alternate the order (forward, then reversed), so drift of the machine falls on every contender alike."""
+    times: dict[str, list[float]] = {n: [] for n in names}
     for n in names:
         for _ in range(cfg.warmup):
             call(n)
@@ -286,6 +314,46 @@ def _alternating_rounds(cfg: BenchConfig, cs: dict, model: nn.Module, xs: list[t
                 progress(f"round {r + 1}/{cfg.reps}: {n}")
             times[n].append(call(n))
     return times
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's module tracker, whose backward hooks make ``torch.autograd.grad`` on a leaf
+    input fail (RuntimeError "A leaf node was passed to _will_engine_execute_node", torch 2.14) — the way every
+    attack here takes its input gradient. The bench needs only the global total, which the tracker's 'Global'
+    parent receives."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def count_flops(call: Callable[[], Any]) -> int:
+    """FLOPs of one ``call()`` as :class:`torch.utils.flop_counter.FlopCounterMode` counts them (its shape
+    formulas: 2 per multiply-add of convolutions and matrix products, forward and every backward pass run inside,
+    the input-backward of an attack included; element-wise operations count 0)."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()  # type: ignore[assignment]
+    with counter:
+        call()
+    return counter.get_total_flops()
+
+
+def sgemm_peak(n: int = 2048, reps: int = 5) -> float:
+    """The machine's float32 matrix-product rate in GFLOP/s: ``2 n^3`` FLOPs of ``torch.mm`` on two ``n x n``
+    matrices over the best of ``reps`` timed products (after one warm-up), on the threads currently set."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
 
 
 def _rows(names: list[str], cs: dict, times: dict[str, list[float]], images: int, extra: set[str]
