@@ -148,3 +148,25 @@ def test_own_attacks_keep_the_threat_model(problem):
         assert not model.training and [p.requires_grad for p in model.parameters()] == flags
         assert all(p.grad is None for p in model.parameters())
         assert torch.equal(out.adv[1][:2], x[:2])  # misclassified images are never attacked
+
+
+def test_fast_worst_case_is_never_above_the_full_cascade(problem):
+    # the shipped fast suite, as its file states it, against the full cascade of AutoAttack's attacks (PGD-10
+    # first, then APGD-CE, APGD-T on 9 targets, FAB-T, Square) on the same seeded images; the tiny model needs a
+    # larger budget than the real one
+    from pathlib import Path
+
+    from robustcars.evaluation.suite import load_suite
+
+    model, x, y = problem
+    attacks = Path(__file__).resolve().parents[1] / "attacks"
+    fast = load_suite(attacks / "fast-worst-case.toml").entries[0].params
+    full = next(e for e in load_suite(attacks / "cascade-vs-autoattack.toml").entries if e.label == "cascade").params
+    eps = [0.05, 0.1]
+    fast_out = get_attack("cascade", **fast)(model, x, y, eps)
+    full_out = get_attack("cascade", **full)(model, x, y, eps)
+    fast_robust = [int((~fooled(model, a, y)).sum()) - 2 for a in fast_out.adv]  # minus the 2 wrong clean
+    full_robust = [int((~fooled(model, a, y)).sum()) - 2 for a in full_out.adv]
+    assert 0 < full_robust[0] < len(y) - 2  # a real contest at the first eps
+    assert all(f <= r for f, r in zip(fast_robust, full_robust, strict=True)), (fast_robust, full_robust)
+    assert fast_out.passes < full_out.passes
