@@ -121,6 +121,32 @@ def test_a_resumed_attack_shows_every_example(trained, tmp_path, monkeypatch):
     assert not list((tmp_path / "a").glob("kept*.pt"))  # removed once the figures are drawn
 
 
+def test_a_resumed_attack_counts_the_cost_of_every_invocation(trained, tmp_path):
+    """Passes per image of an attack stopped after three batches and resumed equal those of one uninterrupted
+    run: the cost covers the images of the first invocation too (early stop makes the per-batch cost vary)."""
+    import shutil
+
+    data, run = trained
+    copy = tmp_path / "cars"
+    shutil.copytree(data, copy)
+    bad = copy / "test" / "Make2 Model 2002" / "test_2_1.jpg"
+    good = bad.read_bytes()
+    args = ["attack", "--run", run, "--data", copy, "--attack", "pgd", "--param", "steps=6", "--param",
+            "early_stop=true", "--eps", 0.02, "--batch-size", 2, "--workers", 0]
+    assert invoke(*args, "--out", tmp_path / "whole").exit_code == 0
+    bad.write_bytes(b"\xff\xd8 truncated")
+    assert invoke(*args, "--out", tmp_path / "cut").exit_code == 2
+    state = json.loads((tmp_path / "cut" / "cost_state.json").read_text())
+    assert state["images"] == 6, state
+    bad.write_bytes(good)
+    assert invoke(*args, "--out", tmp_path / "cut", "--resume").exit_code == 0
+    whole, cut = (json.loads((tmp_path / d / "attack.json").read_text())["cost"] for d in ("whole", "cut"))
+    assert cut["resumed_images"] == 6 and whole["resumed_images"] == 0
+    assert cut["images_costed"] == whole["images_costed"] == 9  # every test image
+    assert cut["forward_backward_passes_per_image"] == whole["forward_backward_passes_per_image"] < 6
+    assert not list((tmp_path / "cut").glob("cost_state*.json"))  # removed once attack.json holds the cost
+
+
 def test_extreme_candidates_stream_to_the_same_choice_as_all_records():
     rng = random.Random(0)
     for trial in range(30):

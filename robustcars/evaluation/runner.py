@@ -8,6 +8,7 @@ Writes into ``OUT`` (one writer at a time: :func:`robustcars.lock.output_lock`):
     records.jsonl      one JSON object per image, appended batch by batch (resumable)
     attack_state.json  fingerprint of the configuration, image count, finished flag
     kept.pt            images the figures show, taken from the scoring pass (removed when finished)
+    cost_state.json    the cost counters of every batch recorded so far, over all invocations (removed when finished)
     figures/           entropy_hist.png, panel_<attack>_eps<eps>.png, panel_<attack>_extremes_eps<eps>.png
 
 Per-image record: ``index, path, label, clean_pred, clean_top3, clean_top3_prob, clean_entropy, clean_pred_8bit``
@@ -55,7 +56,7 @@ from robustcars.lock import process_lock
 from robustcars.metrics import entropy, ranks_of
 from robustcars.models.source import ModelSource, check_image_item, check_logits, from_run, from_spec, read_class_names
 from robustcars.registry import ATTACK_KIND, check_attack_classes, fit_to_classes
-from robustcars.reporting.results import load_attack, read_records
+from robustcars.reporting.results import load_attack, read_json_file, read_records
 from robustcars.runtime import library_versions, resolve_device
 
 SCHEMA_VERSION = 2  # 2: data.class_names and data.fingerprint in attack.json
@@ -405,13 +406,49 @@ def run_attack(cfg: AttackConfig, *, resume: bool = False, reporter: AttackRepor
         return _attack_and_finish(p, d, device, done, resume, rep, (command, reproduce or cfg.command()))
 
 
+COST_STATE = "cost_state.json"
+
+
 @dataclass
 class _Tally:
-    """Cost counters of one process: forward+backward passes, zero input gradients, per-attack passes/queries."""
+    """Cost counters of the batches one process recorded, over every invocation: images, attack seconds,
+    forward+backward passes, zero input gradients, per-attack passes/queries and budget counters. Saved
+    atomically after each batch's records (``cost_state.json``), so a resumed attack's cost covers the images
+    of its earlier invocations too; a kill between the two writes leaves one batch uncounted (``images``
+    then falls short of the records, and the cost says so)."""
 
     passes: float = 0.0
     grad_zero: int | None = None  # known only for attacks that report it (FGSM)
     by: dict[str, dict[str, int]] = field(default_factory=lambda: {"passes": {}, "queries": {}, "counters": {}})
+    images: int = 0
+    seconds: float = 0.0
+
+    def save(self, path: Path) -> None:
+        rio.write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, paths: list[Path]) -> _Tally:
+        """The sum of the saved tallies (one per rank that wrote); empty when there are none. Raises DataError."""
+        total = cls()
+        for path in paths:
+            d = read_json_file(path, "attack cost state")
+            try:
+                part = cls(float(d["passes"]), d["grad_zero"], d["by"], int(d["images"]), float(d["seconds"]))
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{path} is damaged; remove it and rerun with --resume (the cost then covers "
+                                "only the images attacked from now on)") from None
+            total.merge(part)
+        return total
+
+    def merge(self, other: _Tally) -> None:
+        self.passes += other.passes
+        self.images += other.images
+        self.seconds += other.seconds
+        if other.grad_zero is not None:
+            self.grad_zero = (self.grad_zero or 0) + other.grad_zero
+        for kind, counts in other.by.items():
+            for k, v in counts.items():
+                self.by[kind][k] = self.by[kind].get(k, 0) + v
 
     def add(self, res, batch: int) -> None:
         self.passes += res.passes * batch
@@ -420,17 +457,6 @@ class _Tally:
                 self.by[kind][label] = self.by[kind].get(label, 0) + n_passes
         if res.grad_zero is not None:
             self.grad_zero = (self.grad_zero or 0) + int(res.grad_zero.sum())
-
-    def gathered(self, d) -> _Tally:
-        """The sum over every rank (each image was attacked by exactly one)."""
-        zeros = D.gather(self.grad_zero, d)
-        by: dict[str, dict[str, int]] = {"passes": {}, "queries": {}, "counters": {}}
-        for part in D.gather(self.by, d):
-            for kind, counts in part.items():
-                for k, v in counts.items():
-                    by[kind][k] = by[kind].get(k, 0) + v
-        return _Tally(sum(D.gather(self.passes, d)),
-                      None if all(z is None for z in zeros) else sum(z or 0 for z in zeros), by)
 
 
 def _open_folder_for_writing(p: Prepared, d, resume: bool) -> tuple[Path, Path, KeptImages]:
@@ -454,6 +480,10 @@ def _open_folder_for_writing(p: Prepared, d, resume: bool) -> tuple[Path, Path, 
     return my_path, kept_path, kept
 
 
+def _cost_path(out: Path, d) -> Path:
+    return out / (COST_STATE if not d.enabled else COST_STATE.replace(".json", f".rank{d.rank}.json"))
+
+
 def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], resume: bool, rep: AttackReporter,
                        command: tuple[str, str]) -> dict[str, Any]:
     cfg, out, n = p.cfg, p.out, len(p.images)
@@ -466,11 +496,12 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
                "img_size": p.source.img_size, "world": d.world})
     t0 = time.perf_counter()
     advance = rep.progress(len(mine), len(mine) - len(todo_idx))
-    tally = _attack_images(p, model, device, todo_idx, (my_path, kept_path, kept), advance)
+    cost_path = _cost_path(out, d)
+    mine_before = _Tally.load([cost_path] if resume and cost_path.is_file() else [])
+    _attack_images(p, model, device, todo_idx, (my_path, kept_path, kept, cost_path, mine_before), advance)
     rep.end()
     seconds = time.perf_counter() - t0
 
-    tally = tally.gathered(d)
     attacked, seconds = sum(D.gather(len(todo_idx), d)), max(D.gather(seconds, d))
     D.barrier(d)
     if not d.is_main:
@@ -478,9 +509,10 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
     if d.enabled:
         _merge_shards(out)
         kept.load(sorted(out.glob("kept.rank*.pt")))
-    result = finish(p, kept, _cost(tally, attacked, seconds, n, d.world), tally.grad_zero, attacked, str(device),
-                    command, model)
-    for path in out.glob("kept*.pt"):
+    tally = _Tally.load(sorted(out.glob("cost_state*.json")))
+    result = finish(p, kept, _cost(tally, attacked, seconds, n, d.world), tally.grad_zero, tally.images,
+                    str(device), command, model)
+    for path in [*out.glob("kept*.pt"), *out.glob("cost_state*.json")]:
         path.unlink()
     return result
 
@@ -488,20 +520,22 @@ def _attack_and_finish(p: Prepared, d, device: torch.device, done: set[int], res
 def _attack_images(p: Prepared, model: nn.Module, device: torch.device, todo_idx: list[int], files,
                    advance: Callable[[int], None]) -> _Tally:
     """Attack and score ``todo_idx`` batch by batch; each batch's records are appended (after its saved
-    examples, when kept) before the next batch starts, so a kill loses at most one batch."""
+    examples, when kept) before the next batch starts, so a kill loses at most one batch; the cost tally
+    (``files[4]``, what earlier invocations counted) is saved after each batch's records."""
     cfg, out = p.cfg, p.out
-    my_path, kept_path, kept = files
+    my_path, kept_path, kept, cost_path, tally = files
     cam_idx = _cam_indices(len(p.images), cfg)
     cam_layer_ = cam_layer(model, p.source.arch, p.source.cam_layer) if cam_idx else None
     loader = DataLoader(p.images.subset(todo_idx), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
-    tally, position = _Tally(), 0
+    position = 0
     try:  # unbuffered: a failed write (full disk) leaves nothing to flush on close; a torn line is repaired on resume
         fh = open(my_path, "ab", buffering=0)  # noqa: SIM115 - closed by the with block below
     except OSError as exc:
         raise StorageError(f"cannot write {my_path}: {exc.strerror or exc}") from None
     with fh:
         for x, y in loader:
+            t0 = time.perf_counter()
             x, y = x.to(device), y.to(device)
             scored, adv, res = score_batch(model, p.attack, x, y, cfg.eps)
             tally.add(res, len(y))
@@ -519,21 +553,29 @@ def _attack_images(p: Prepared, model: nn.Module, device: torch.device, todo_idx
                                    "are kept — free space and rerun with --resume") from None
             if kept.update(recs, x, adv):
                 kept.save(kept_path)
+            tally.images, tally.seconds = tally.images + len(y), tally.seconds + time.perf_counter() - t0
+            tally.save(cost_path)
             position += len(y)
             advance(len(y))
     return tally
 
 
 def _cost(tally: _Tally, attacked: int, seconds: float, n: int, world: int) -> dict[str, Any]:
-    """The ``cost`` block of attack.json: wall time, throughput and passes per image of this invocation."""
+    """The ``cost`` block of attack.json. ``seconds`` and ``images_per_second``: the wall time and throughput of
+    THIS invocation (``resumed_images`` were attacked by earlier ones). Passes and queries per image, and
+    ``attack_seconds_per_image``: over every image whose batch cost was counted, in any invocation
+    (``images_costed``; short of the images only when a kill fell between a batch's records and its cost)."""
+    costed = tally.images
     cost = {"seconds": round(seconds, 2),
-            "images_per_second": round(attacked / seconds, 2) if seconds and attacked else None,
-            "forward_backward_passes_per_image": (round(tally.passes / attacked, 3)
-                                                  if attacked and tally.passes else None),
-            "resumed_images": n - attacked, "processes": world}
-    if tally.by["passes"] and attacked:  # cascades: gradient passes and gradient-free queries, per attack
-        cost["passes_per_image_by_attack"] = {k: round(v / attacked, 3) for k, v in tally.by["passes"].items()}
-        cost["queries_per_image_by_attack"] = {k: round(v / attacked, 3) for k, v in tally.by["queries"].items()}
+            "images_per_second": round(attacked / seconds, 4) if seconds and attacked else None,
+            "forward_backward_passes_per_image": (round(tally.passes / costed, 3)
+                                                  if costed and tally.passes else None),
+            "resumed_images": n - attacked, "processes": world,
+            "images_costed": costed,
+            "attack_seconds_per_image": round(tally.seconds / costed, 4) if costed else None}
+    if tally.by["passes"] and costed:  # cascades: gradient passes and gradient-free queries, per attack
+        cost["passes_per_image_by_attack"] = {k: round(v / costed, 3) for k, v in tally.by["passes"].items()}
+        cost["queries_per_image_by_attack"] = {k: round(v / costed, 3) for k, v in tally.by["queries"].items()}
     if tally.by["counters"]:  # budget decisions (converged, discarded images; passes saved), summed over images
         cost["counters"] = dict(sorted(tally.by["counters"].items()))
     return cost
@@ -595,7 +637,7 @@ def finish(p: Prepared, kept: KeptImages, cost: dict[str, Any], grad_zero: int |
         "data": p.images.info,
         "threat_model": {"norm": p.attack.norm, "eps": cfg.eps, "pixel_scale": "[0, 1]",
                          "targeted": getattr(p.attack, "targeted", False), "params": cfg.params},
-        # cost of THIS invocation: images attacked by an earlier, interrupted one are `resumed_images`
+        # wall time of THIS invocation; passes per image over every invocation (see _cost)
         "cost": cost,
         "device": device,
         "versions": library_versions(),

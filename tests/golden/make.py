@@ -46,7 +46,8 @@ steps = 5
 early_stop = true
 """
 #: Wall-clock or path-hashed fields: they differ between two runs of the same code.
-UNSTABLE = {"seconds", "images_per_second", "train_seconds", "fingerprint", "versions", "library_versions"}
+UNSTABLE = {"seconds", "images_per_second", "attack_seconds_per_image", "train_seconds", "fingerprint", "versions",
+            "library_versions"}
 #: Files compared, relative to the run folder.
 FILES = ["history.csv", "metrics.json", "config.json",
          *(f"{d}/{f}" for d in ("attack-fgsm", "attack-pgd", "suite-gold/fgsm", "suite-gold/pgd",
