@@ -194,6 +194,31 @@ def test_suite_is_validated_whole_and_resume_reuses_unchanged_entries(trained, t
     assert r.exit_code == 2 and "suite entry 'pgd'" in r.output and "give the changed entry a new label" in r.output
 
 
+def test_a_suites_calibration_is_validated_and_stated_in_every_result(trained, tmp_path):
+    _, run = trained
+    suite = tmp_path / "s.toml"
+    body = '[[attack]]\nname = "fgsm"\neps = [0.05]\n[calibration]\nreference = "AutoAttack standard"\nimages = 128\n'
+    args = ["attack", "--run", run, "--suite", suite, "--batch-size", 4, "--workers", 0, "--out", tmp_path / "o"]
+    suite.write_text(body + "agreement = 1.5\n")
+    r = invoke(*args)
+    assert r.exit_code == 2 and "[calibration]: agreement must be a number >= 0 (agreement: in [0, 1])" in r.output
+    assert not (tmp_path / "o").exists()
+    suite.write_text(body.replace("images = 128\n", ""))
+    r = invoke(*args)
+    assert r.exit_code == 2 and "[calibration] needs agreement, images" in r.output
+    suite.write_text(body + 'agreement = 0.992\nrobust_accuracy_gap = 0.004\nmodels = ["a", "b"]\n')
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    said = ("Calibrated against AutoAttack standard: per-image verdict agreement 99.2% on 128 images of a, b; "
+            "robust accuracy at most 0.4 points above the reference.")
+    assert said in " ".join(r.output.split())
+    summary = json.loads((tmp_path / "o" / "suite.json").read_text())
+    assert summary["calibration"] == {"reference": "AutoAttack standard", "agreement": 0.992, "images": 128,
+                                      "models": ["a", "b"], "robust_accuracy_gap": 0.004}
+    assert invoke("report", tmp_path / "o", "--out", tmp_path / "rep").exit_code == 0
+    assert said in (tmp_path / "rep" / "report.md").read_text()
+
+
 def test_a_failed_last_checkpoint_write_gives_consistent_advice(tmp_path, monkeypatch):
     import robustcars.training.loop
     from robustcars.config import TrainConfig

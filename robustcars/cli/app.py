@@ -431,6 +431,13 @@ def _attack_run_dir(run: Path | None, model: str | None, out: Path | None, data:
     return run if run.is_dir() else run.parent
 
 
+def _rate(images_per_second: float | None) -> str:
+    """Throughput as people read it: img/s, or s/img below one image a second."""
+    if not images_per_second:
+        return "no image attacked"
+    return f"{images_per_second:.2f} img/s" if images_per_second >= 1 else f"{1 / images_per_second:.1f} s/img"
+
+
 def _run_attack_and_print(cfg, spec, resume: bool, threads: int | None) -> None:
     """Run the attack (or the suite ``spec``) with progress on rank 0, then print its tables and files."""
     from robustcars import distributed as D
@@ -462,16 +469,20 @@ def _run_attack_and_print(cfg, spec, resume: bool, threads: int | None) -> None:
         total = sum(c["seconds"] for c in result["cost"].values())
         _print_attack_result(result, f"[bold green]done[/] suite {spec.name}; attacking took {total / 60:.1f} min "
                                      f"(this invocation) — results: {out}/suite.json, suite.csv and one folder per attack")
-        if "corruptions" in result:
-            from robustcars.console import console
+        from robustcars.console import console
 
+        if "calibration" in result:
+            from robustcars.reporting.report import calibration_text
+
+            console.print(calibration_text(result["calibration"]), soft_wrap=True)
+        if "corruptions" in result:
             c = result["corruptions"]
             console.print(f"natural corruptions on {c['images']} images: clean accuracy {c['clean']:.4f}, mean "
                           f"corruption error {c['mean_corruption_error']:.4f} — {c['result']}", soft_wrap=True)
         return
     cost = result["cost"]
     done = "results unchanged" if result.get("unchanged") else \
-        f"done in {cost['seconds'] / 60:.1f} min ({cost['images_per_second']} img/s)"
+        f"done in {cost['seconds'] / 60:.1f} min ({_rate(cost['images_per_second'])})"
     _print_attack_result(result, f"[bold green]{done}[/] — results: {out}/attack.json, attack.csv, records.jsonl, figures/")
 
 

@@ -34,6 +34,18 @@ attacks, into ``OUT/<label>/`` (default ``corrupt``); every key is optional::
     max_images = 512                     # default: the suite's
     label = "corrupt"
 
+A ``[calibration]`` table states what a cheaper suite was measured against, so every result of it (``suite.json``
+and the report) carries that statement; ``reference``, ``agreement`` and ``images`` are required::
+
+    [calibration]
+    reference = "AutoAttack standard, once per eps"   # what the suite stands in for
+    agreement = 1.0            # share of images whose per-image verdict (robust or not) agreed, in [0, 1]
+    images = 256               # images the agreement was measured on
+    models = ["lite0 standard", "lite0 FGSM-RS"]
+    robust_accuracy_gap = 0.0  # largest (this suite - reference) robust accuracy over the eps, in [0, 1]
+    passes_ratio = 6.9         # reference forward+backward passes / this suite's
+    source = "docs/fast-worst-case.md"
+
 Everything is validated before any work starts.
 """
 
@@ -59,6 +71,8 @@ from robustcars.reporting.results import split_rows
 
 RESERVED = {"name", "eps", "label", "max_images"}
 CORRUPTION_KEYS = {"corruptions", "severities", "extra", "max_images", "label"}
+CALIBRATION_KEYS = {"reference": str, "agreement": float, "images": int, "models": list, "robust_accuracy_gap": float,
+                    "passes_ratio": float, "source": str}
 CASCADE_LABEL = "cascade"
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -92,6 +106,33 @@ class Suite:
     path: str
     cascade_of: list[str] = field(default_factory=list)  # the labels chained by a cascade suite, in order
     corruptions: SuiteCorruptions | None = None
+    calibration: dict[str, Any] | None = None  # the suite's [calibration] table, validated
+
+
+def _calibration(path: Path, item: Any) -> dict[str, Any]:
+    """The validated ``[calibration]`` table (see the module docstring). Raises ConfigError."""
+    where = f"{path}: [calibration]"
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(item) - set(CALIBRATION_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; choose from {', '.join(CALIBRATION_KEYS)}")
+    missing = [k for k in ("reference", "agreement", "images") if k not in item]
+    if missing:
+        raise ConfigError(f"{where} needs {', '.join(missing)}")
+    for key, kind in CALIBRATION_KEYS.items():
+        value = item.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = {str: isinstance(value, str) and value.strip(), list: isinstance(value, list)
+              and all(isinstance(v, str) for v in value), int: isinstance(value, int) and not isinstance(value, bool)
+              and value >= 1, float: number and value >= 0 and (key != "agreement" or value <= 1)}[kind]
+        if key in item and not ok:
+            raise ConfigError(f"{where}: {key} must be {_KIND_TEXT[kind]}, got {value!r}")
+    return {k: item[k] for k in CALIBRATION_KEYS if k in item}
+
+
+_KIND_TEXT = {str: "a non-empty string", list: "a list of strings", int: "an integer >= 1",
+              float: "a number >= 0 (agreement: in [0, 1])"}
 
 
 def _corruptions(path: Path, item: Any, default_limit: Any, labels: list[str]) -> SuiteCorruptions:
@@ -186,16 +227,17 @@ def load_suite(path: str | Path) -> Suite:
     name, description = str(doc.get("name", path.stem)), str(doc.get("description", ""))
     corrupt = (_corruptions(path, doc["corruptions"], doc.get("max_images"), labels + [CASCADE_LABEL])
                if "corruptions" in doc else None)
+    calibration = _calibration(path, doc["calibration"]) if "calibration" in doc else None
     if "cascade" not in doc and "reuse_eps" not in doc:
-        return Suite(name, description, entries, str(path), corruptions=corrupt)
+        return Suite(name, description, entries, str(path), corruptions=corrupt, calibration=calibration)
     if not isinstance(doc.get("cascade", False), bool) or not isinstance(doc.get("reuse_eps", True), bool):
         raise ConfigError(f"{path}: cascade and reuse_eps must be true or false")
     if not doc.get("cascade", False):
         if "reuse_eps" in doc:
             raise ConfigError(f"{path}: reuse_eps goes with cascade = true")
-        return Suite(name, description, entries, str(path), corruptions=corrupt)
+        return Suite(name, description, entries, str(path), corruptions=corrupt, calibration=calibration)
     return Suite(name, description, [_cascade_entry(path, entries, doc.get("reuse_eps", True))], str(path),
-                 [e.label for e in entries], corrupt)
+                 [e.label for e in entries], corrupt, calibration)
 
 
 def _cascade_entry(path: Path, entries: list[SuiteEntry], reuse_eps: bool) -> SuiteEntry:
@@ -345,4 +387,5 @@ def _summary(suite: Suite, results: dict[str, dict[str, Any]], out: Path, comman
         "cost": {label: res["cost"] for label, res in results.items()},
         "min_norms": {label: res["min_norms"] for label, res in results.items() if "min_norms" in res},
         "fooled_by": {label: res["fooled_by"] for label, res in results.items() if "fooled_by" in res},
+        **({"calibration": suite.calibration} if suite.calibration else {}),
     }

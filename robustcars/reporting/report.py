@@ -405,7 +405,8 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str, name: str
         entry["figures"]["learning_curves"] = _rel(curves_png, out)
     class_names = _class_names(m)
     entry["suites"] = [{"suite": su.get("suite"), "dir": su["_dir"], "worst_case": su.get("worst_case", []),
-                        "checks": [c for c in su.get("checks", []) if "attack" not in c]} for su in m.suites]
+                        "checks": [c for c in su.get("checks", []) if "attack" not in c],
+                        **({"calibration": su["calibration"]} if su.get("calibration") else {})} for su in m.suites]
     model_curves: dict[str, list[tuple[float, float]]] = {}
     used: set[str] = set()
     for a in m.attacks:
@@ -671,6 +672,18 @@ def _header_sections(report: dict[str, Any]):
             yield "img", report["comparison_figure"]
 
 
+def calibration_text(cal: dict[str, Any]) -> str:
+    """One sentence: what a suite was calibrated against (its ``[calibration]`` table, as ``suite.json`` keeps it)."""
+    parts = [f"per-image verdict agreement {cal['agreement']:.1%} on {cal['images']} images"
+             + (f" of {', '.join(cal['models'])}" if cal.get("models") else "")]
+    if "robust_accuracy_gap" in cal:
+        parts.append(f"robust accuracy at most {100 * cal['robust_accuracy_gap']:.2g} points above the reference")
+    if "passes_ratio" in cal:
+        parts.append(f"{cal['passes_ratio']:g}x fewer forward+backward passes")
+    source = f" ({cal['source']})" if cal.get("source") else ""
+    return f"Calibrated against {cal['reference']}: {'; '.join(parts)}{source}."
+
+
 def _model_sections(m: dict[str, Any]):
     """One model: its checkpoint and training, its figures, its suites' worst cases and its attacks."""
     yield "h2", f"Model: {m['name']}"
@@ -693,6 +706,8 @@ def _model_sections(m: dict[str, Any]):
                             [[w["norm"], f"{w['eps']:g}", str(w["images"]), _f(w["accuracy"], 4),
                               ", ".join(f"{k}: {v}" for k, v in w["only_broken_by"].items())]
                              for w in su["worst_case"]])
+            if su.get("calibration"):
+                yield "p", calibration_text(su["calibration"])
     for a in m["attacks"]:
         yield from _attack_sections(a)
     for c in m.get("corruptions", []):
