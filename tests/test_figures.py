@@ -7,7 +7,13 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from robustcars.reporting.figures import best_epoch, entropy_figure, learning_curves_figure, robustness_figure
+from robustcars.reporting.figures import (
+    best_epoch,
+    confusion_figure,
+    entropy_figure,
+    learning_curves_figure,
+    robustness_figure,
+)
 
 
 def history(n: int, robust: bool = False) -> list[dict[str, float]]:
@@ -129,4 +135,19 @@ def test_grad_cam_panels_have_a_colour_bar_name_the_class_and_say_when_a_map_is_
     assert clean_title == "Grad-CAM of the clean top-1\nChevrolet Silverado 2500HD\nRegular Cab 2012"  # whole
     assert adv_title.startswith("Grad-CAM of the adversarial top-1\nAudi R8 Coupe 2012") and FLAT_NOTE in adv_title
     assert "nan" not in adv_title  # a flat map has no correlation to show
+    plt.close(fig)
+
+
+def test_the_adversarial_confusion_matrix_stands_beside_the_clean_one_with_make_blocks():
+    clean = np.diag([2, 5, 1, 4])
+    adversarial = np.array([[0, 2, 0, 0], [5, 0, 0, 0], [0, 0, 0, 1], [0, 0, 4, 0]])  # all flips within a make
+    fig = confusion_figure([("clean", clean), ("adversarial", adversarial)], clip=3, makes=["A", "A", "B", "B"])
+    panels = [ax for ax in fig.axes if ax.get_xlabel() == "predicted class index"]
+    assert [ax.get_title().splitlines()[0] for ax in panels] == ["clean", "adversarial"]
+    np.testing.assert_array_equal(panels[0].images[0].get_array(), np.minimum(clean, 3))
+    np.testing.assert_array_equal(panels[1].images[0].get_array(), np.minimum(adversarial, 3))
+    # one boundary between make A (classes 0, 1) and make B (2, 3), drawn on both axes of each panel
+    for ax in panels:
+        assert sorted({line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1}) == [1.5]
+        assert sorted({line.get_ydata()[0] for line in ax.get_lines() if len(set(line.get_ydata())) == 1}) == [1.5]
     plt.close(fig)

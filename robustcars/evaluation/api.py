@@ -52,13 +52,17 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
             or a map-style ``Dataset`` (or a ``DataLoader`` of one) yielding ``(image, label)`` with images
             float32 ``(3, H, W)`` in [0, 1], all the same size.
         out: the attack (or suite) folder to create; ``resume=True`` continues it.
-        attack, eps, params: an attack of :mod:`robustcars.registry` with budgets in [0, 1] pixel scale (its
-            norm) and its parameters; or ``suite``, a TOML suite file (then attack/eps/params are not used).
+        attack: the name of an attack of :mod:`robustcars.registry` (``robustcars attacks`` lists them).
+        eps: budgets in [0, 1] pixel scale, in the attack's norm (L∞ or L2).
+        params: the attack's parameters (checked against the registry's allowed values).
+        suite: a TOML suite file instead of attack/eps/params.
         class_names: required for a Dataset without a ``classes`` attribute; a folder gives its class folders.
         normalize: ``(mean, std)`` the model expects, added as its first layer (None: it takes [0, 1] pixels).
-        img_size, resize: how folder images are prepared (``crop``: shorter side, center crop; ``squash``).
-        save_adv, save_png: keep every adversarial example (float32 tensors in ``out/adv``, see
-            :mod:`robustcars.evaluation.saved`; ``save_png`` also as 8-bit PNGs), as ``attack --save-adv``.
+        img_size: the square input size in pixels of folder images.
+        resize: how folder images are resized: ``crop`` (shorter side, then center crop) or ``squash``.
+        save_adv: keep every adversarial example (float32 tensors in ``out/adv``, see
+            :mod:`robustcars.evaluation.saved`), as ``attack --save-adv``.
+        save_png: also save them as 8-bit PNGs (implies ``save_adv``).
     Raises:
         ConfigError: an argument of the wrong type or out of range (the message names it and what it accepts),
             or a model whose output is not finite ``(N, K)`` float logits.

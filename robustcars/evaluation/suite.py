@@ -44,7 +44,7 @@ and the report) carries that statement; ``reference``, ``agreement`` and ``image
     models = ["lite0 standard", "lite0 FGSM-RS"]
     robust_accuracy_gap = 0.0  # largest (this suite - reference) robust accuracy over the eps, in [0, 1]
     passes_ratio = 6.9         # reference forward+backward passes / this suite's
-    source = "docs/fast-worst-case.md"
+    source = "docs/results/fast-worst-case.md"
 
 Everything is validated before any work starts.
 """

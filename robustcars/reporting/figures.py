@@ -221,15 +221,36 @@ def rank_histogram(ranks: dict[str, list[int]], path: str | Path, title: str) ->
     return _save(fig, path)
 
 
-def confusion_heatmap(cm: np.ndarray, path: str | Path, title: str, clip: int = 3) -> Path:
-    """Confusion matrix heatmap with entries clipped at ``clip`` so off-diagonal structure shows."""
-    fig, ax = plt.subplots(figsize=(6.5, 6))
-    im = ax.imshow(np.minimum(cm, clip), cmap="viridis", interpolation="nearest")
-    ax.set_xlabel("predicted class index")
-    ax.set_ylabel("true class index")
-    ax.set_title(f"{title} (entries clipped at {clip})", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+def _make_blocks(ax, makes: list[str]) -> None:
+    """Thin lines between the makes of consecutive class indices (classes sorted by name group each make)."""
+    for i in range(1, len(makes)):
+        if makes[i] != makes[i - 1]:
+            ax.axhline(i - 0.5, color="white", linewidth=0.25, alpha=0.6)
+            ax.axvline(i - 0.5, color="white", linewidth=0.25, alpha=0.6)
+
+
+def confusion_figure(matrices: list[tuple[str, np.ndarray]], clip: int = 3, makes: list[str] | None = None
+                     ) -> plt.Figure:
+    """Confusion matrices side by side (e.g. clean and adversarial predictions of the same images), entries
+    clipped at ``clip`` so off-diagonal structure shows; ``makes`` (one per class) draws the make blocks, so a
+    flip within a make lands inside a block on the diagonal."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(6.2 * len(matrices), 5.8), squeeze=False)
+    for ax, (title, cm) in zip(axes[0], matrices):
+        im = ax.imshow(np.minimum(cm, clip), cmap="viridis", interpolation="nearest", vmin=0, vmax=clip)
+        if makes:
+            _make_blocks(ax, makes)
+        ax.set_xlabel("predicted class index")
+        ax.set_ylabel("true class index")
+        ax.set_title(f"{title}\n(entries clipped at {clip})", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(matrices: list[tuple[str, np.ndarray]], path: str | Path, clip: int = 3,
+                      makes: list[str] | None = None) -> Path:
+    """:func:`confusion_figure`, written to ``path`` (PNG)."""
+    return _save(confusion_figure(matrices, clip, makes), path)
 
 
 def _topk_bars(ax, top: list[tuple[str, float]], color: str, title: str) -> None:

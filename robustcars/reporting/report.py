@@ -426,10 +426,25 @@ def _model_entry(m: ModelResults, slug: str, out: Path, panels: str, name: str
     # the attack over the most images carries the clean predictions used for the confusion matrix
     biggest = max(m.attacks, key=lambda a: a.images, default=None)
     if biggest is not None and class_names:
-        cm = confusion(biggest.records, len(class_names))
-        entry["figures"]["confusion"] = _rel(F.confusion_heatmap(cm, figdir / f"{slug}_confusion.png",
-                                                                 f"{entry['name']}: clean confusion matrix"), out)
+        entry["figures"]["confusion"] = _rel(_confusion_pair(biggest, entry["name"], class_names,
+                                                             figdir / f"{slug}_confusion.png"), out)
     return entry, model_curves
+
+
+def _confusion_pair(a: AttackResult, name: str, class_names: list[str], path: Path) -> Path:
+    """The clean confusion matrix of ``a``'s images beside the one of its adversarial predictions at its focus
+    eps (where do attacked cars go: the same make?)."""
+    from robustcars.reporting import figures as F
+
+    fi = _focus_eps_index(a.eps)
+    k = len(class_names)
+    moved = flips(a.records, class_names, fi)
+    share = moved["same_make_share"]
+    within = f"{share:.0%} of its {moved['fooled']} flips stay within the make" if moved["fooled"] else "no flips"
+    return F.confusion_heatmap(
+        [(f"{name}: clean, {a.images} images", confusion(a.records, k)),
+         (f"{_label(a)} at eps {a.eps[fi]:g} ({a.norm}): {within}", confusion(a.records, k, fi))],
+        path, makes=[make_of(c) for c in class_names])
 
 
 def _curve_keys(attacks: list[dict[str, Any]], prefix: str = "") -> tuple[dict[str, str], dict[str, float]]:
