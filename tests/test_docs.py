@@ -118,3 +118,62 @@ def test_no_development_history_in_user_documents():
     hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()[:80]}" for p in DOCS
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, "\n".join(hits)
+
+
+CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")
+SHOWCASE = ROOT / "docs" / "report"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed")
+def test_the_showcase_report_opens_in_chromium_with_every_figure_loaded():
+    pytest.importorskip("playwright")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
+        page.goto((SHOWCASE / "index.html").as_uri(), wait_until="load")
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
+        browser.close()
+    assert len(images) >= 10
+    assert [src for src, width in images if not width] == [], "figures that did not load"
+    assert not problems, problems
+
+
+def test_the_showcase_holds_both_models_the_worst_case_and_autoattack():
+    import json
+
+    report = json.loads((SHOWCASE / "report.json").read_text())
+    assert report["reproducibility"]
+    models = report["models"]
+    assert len(models) >= 2, "the standard and the defended model"
+    attacks = {a["attack"] for m in models for a in m["attacks"]}
+    assert {"fgsm", "pgd", "autoattack"} <= attacks
+    assert any(su["worst_case"] for m in models for su in m["suites"]), "a suite's worst case"
+    assert all("confusion" in m["figures"] for m in models)
+    assert any("attention_shift" in a for m in models for a in m["attacks"]), "Grad-CAM attention shift"
+
+
+def test_the_readme_quick_start_runs_end_to_end_on_a_tiny_dataset(tiny_cars, tmp_path):
+    """The three quick-start commands as written, with the data, size and epochs made tiny."""
+    import os
+    import subprocess
+    import sys
+
+    quick = next(b for b in blocks(ROOT / "README.md", "bash") if "robustcars train" in b)
+    env = {**os.environ, "ROBUSTCARS_DATA": str(tiny_cars), "CI": "true"}
+    for line in quick.replace("\\\n", " ").splitlines():
+        words = shlex.split(line.split(" #", 1)[0])
+        if words[:1] != ["robustcars"]:
+            continue
+        words = [{"160": "32", "10": "1"}.get(w, w) for w in words]  # --img-size 160, --epochs 10
+        r = subprocess.run([sys.executable, "-m", "robustcars", *words[1:], *(["--workers", "0"] if words[1] in
+                            ("train", "attack") else [])], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, f"{' '.join(words)}\n{r.stderr[-2000:]}"
+    assert (tmp_path / "runs" / "lite0" / "best.pt").is_file()
+    assert (tmp_path / "runs" / "lite0" / "attack-fgsm" / "records.jsonl").read_text().count("\n") == 6
+    assert (tmp_path / "reports" / "lite0" / "index.html").is_file()
