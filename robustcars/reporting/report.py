@@ -29,6 +29,7 @@ from robustcars import storage as rio
 from robustcars.console import attack_rows, fmt
 from robustcars.errors import ConfigError, DataError, StorageError
 from robustcars.lock import file_lock
+from robustcars.registry import NORMS
 from robustcars.reporting.aggregate import confusion, flips, group_robustness, make_of, top1_rank_distribution
 from robustcars.reporting.corruption_report import (
     comparison_sections,
@@ -443,7 +444,7 @@ def _confusion_pair(a: AttackResult, name: str, class_names: list[str], path: Pa
     within = f"{share:.0%} of its {moved['fooled']} flips stay within the make" if moved["fooled"] else "no flips"
     return F.confusion_heatmap(
         [(f"{name}: clean, {a.images} images", confusion(a.records, k)),
-         (f"{_label(a)} at eps {a.eps[fi]:g} ({a.norm}): {within}", confusion(a.records, k, fi))],
+         (f"{_label(a)} at {NORMS.get(a.norm, a.norm)} eps {a.eps[fi]:g}: {within}", confusion(a.records, k, fi))],
         path, makes=[make_of(c) for c in class_names])
 
 
