@@ -151,3 +151,18 @@ def test_the_adversarial_confusion_matrix_stands_beside_the_clean_one_with_make_
         assert sorted({line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1}) == [1.5]
         assert sorted({line.get_ydata()[0] for line in ax.get_lines() if len(set(line.get_ydata())) == 1}) == [1.5]
     plt.close(fig)
+
+
+def test_a_crowded_legend_stands_beside_the_curves_not_over_them():
+    curves = {f"model {i} · pgd": [(0.001, 0.5 - i * 0.05), (0.002, 0.3 - i * 0.05)] for i in range(5)}
+    fig = robustness_figure(curves, "t", {k: "linf" for k in curves}, {k: 0.6 for k in curves})
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1
+    plt.close(fig)
+    few = robustness_figure(dict(list(curves.items())[:2]), "t", {k: "linf" for k in curves})
+    few.canvas.draw()
+    (ax,) = few.axes
+    assert ax.get_legend().get_window_extent().x0 < ax.get_window_extent().x1  # inside: there is room
+    plt.close(few)

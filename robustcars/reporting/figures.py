@@ -174,7 +174,8 @@ def robustness_figure(curves: dict[str, list[tuple[float, float]]], title: str,
     groups: dict[str, list[str]] = {}
     for name in curves:
         groups.setdefault(norms.get(name, ""), []).append(name)
-    fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 4.2), squeeze=False)
+    crowded = len(curves) > 3  # with more lines the legend goes beside the axes, never over the curves
+    fig, axes = plt.subplots(1, len(groups), figsize=((11.5 if crowded else 7.5) * len(groups), 4.2), squeeze=False)
     drawn: set[tuple[float, str]] = set()
     for ax, (norm, names) in zip(axes[0], groups.items()):
         for name in names:
@@ -193,8 +194,12 @@ def robustness_figure(curves: dict[str, list[tuple[float, float]]], title: str,
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        if crowded:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        else:
+            ax.legend(fontsize=7)
         ax.set_title(f"{title} — {unit}" if unit and len(groups) > 1 else title, fontsize=10)
+    fig.tight_layout()
     return fig
 
 
