@@ -177,3 +177,9 @@ def test_the_readme_quick_start_runs_end_to_end_on_a_tiny_dataset(tiny_cars, tmp
     assert (tmp_path / "runs" / "lite0" / "best.pt").is_file()
     assert (tmp_path / "runs" / "lite0" / "attack-fgsm" / "records.jsonl").read_text().count("\n") == 6
     assert (tmp_path / "reports" / "lite0" / "index.html").is_file()
+
+
+def test_every_link_of_the_readme_resolves():
+    targets = re.findall(r"\]\(([^)#\s]+)", (ROOT / "README.md").read_text())
+    assert len(targets) > 10
+    assert [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()] == []
