@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -59,8 +58,7 @@ def command_help(command: str) -> str:
 
     from robustcars.cli.app import app
 
-    os.environ.setdefault("COLUMNS", "120")
-    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"})
+    result = CliRunner().invoke(app, [command, "--help"])  # 160 columns: the width the CLI sets for its help
     if result.exit_code != 0:
         raise RuntimeError(f"robustcars {command} --help failed: {result.output}")
     return "```text\n" + result.output.rstrip() + "\n```"

@@ -135,6 +135,8 @@ def test_grad_cam_panels_have_a_colour_bar_name_the_class_and_say_when_a_map_is_
     assert clean_title == "Grad-CAM of the clean top-1\nChevrolet Silverado 2500HD\nRegular Cab 2012"  # whole
     assert adv_title.startswith("Grad-CAM of the adversarial top-1\nAudi R8 Coupe 2012") and FLAT_NOTE in adv_title
     assert "nan" not in adv_title  # a flat map has no correlation to show
+    # the four images are drawn pixel for pixel, as they were scored (no smoothing between pixels)
+    assert [ax.images[0].get_interpolation() for ax in fig.axes[:4]] == ["nearest"] * 4
     plt.close(fig)
 
 

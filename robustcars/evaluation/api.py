@@ -70,19 +70,11 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
             [0, 1] with a label in [0, K) (all of one size).
         CheckpointError, StorageError: as the CLI's (one-line messages).
     """
-
     if isinstance(data, torch.utils.data.DataLoader):
         data = data.dataset
     _check_arguments(model, data, out, eps, params, suite, class_names, normalize, img_size)
     folder = isinstance(data, (str, Path))
-    if folder:
-        from robustcars.data.cars import load_cars
-
-        names = list(class_names or load_cars(data).classes)
-    else:
-        names = list(class_names or getattr(data, "classes", []) or [])
-        if not names:
-            raise ConfigError("give class_names for a Dataset without a 'classes' attribute")
+    names = _class_names(data, class_names, folder)
     source = from_module(model, class_names=names, img_size=img_size, resize=resize, normalize=normalize, name=name)
     base = AttackConfig(run="", model=f"python:{source.arch}", out=str(out), eps=list(eps), attack=attack,
                         params=dict(params or {}), split=split, batch_size=batch_size, device=device,
@@ -102,6 +94,19 @@ def evaluate(model: nn.Module, data: str | Path | Any, *, out: str | Path, attac
                                                   images=images))
     finally:
         model.train(was_training)
+
+
+def _class_names(data: Any, class_names: Sequence[str] | None, folder: bool) -> list[str]:
+    """The class names in the model's output order: given, else a folder's class folders or a Dataset's
+    ``classes``. Raises ConfigError for a Dataset without either."""
+    if folder:
+        from robustcars.data.cars import load_cars
+
+        return list(class_names or load_cars(data).classes)
+    names = list(class_names or getattr(data, "classes", []) or [])
+    if not names:
+        raise ConfigError("give class_names for a Dataset without a 'classes' attribute")
+    return names
 
 
 def _type(v: Any) -> str:

@@ -292,16 +292,16 @@ def cam_panel_figure(rows: list[dict[str, Any]], title: str) -> plt.Figure:
     ratios = [1, 1, 1, 1, 1.4, 1.4] if attacked else [1, 1, 1.4]
     fig, axes = plt.subplots(len(rows), cols, figsize=(3.2 * cols + 0.8, 3.4 * len(rows)), squeeze=False,
                              layout="constrained", gridspec_kw={"width_ratios": ratios})
-    for row, r in zip(axes, rows):
+    for row, r in zip(axes, rows):  # images drawn pixel for pixel as they were scored (no smoothing: a small PNG)
         head = f", true:\n{_wrap(r['label'], 32)}" if r.get("label") else ""
-        row[0].imshow(np.asarray(r["image"]).transpose(1, 2, 0))
+        row[0].imshow(np.asarray(r["image"]).transpose(1, 2, 0), interpolation="nearest")
         row[0].set_title("original" + head, fontsize=8)
-        row[1].imshow(r["cam"])
+        row[1].imshow(r["cam"], interpolation="nearest")
         row[1].set_title(_cam_title("Grad-CAM of the clean top-1", r["top"][0][0], r.get("cam_map")), fontsize=8)
         if attacked:
-            row[2].imshow(np.clip(np.asarray(r["adv"]).transpose(1, 2, 0), 0, 1))
+            row[2].imshow(np.clip(np.asarray(r["adv"]).transpose(1, 2, 0), 0, 1), interpolation="nearest")
             row[2].set_title("adversarial", fontsize=8)
-            row[3].imshow(r["adv_cam"])
+            row[3].imshow(r["adv_cam"], interpolation="nearest")
             s = r.get("shift") or {}
             shift = (f"\nr = {s['pearson']:.2f}, top-10% kept {s['top_kept']:.2f}"
                      if s and s.get("pearson") is not None and np.isfinite(s["pearson"]) else "")
