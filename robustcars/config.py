@@ -55,6 +55,7 @@ def _opt(default: Any, help: str, panel: str, **kw: Any) -> Any:
 
 
 _ARCHS = tuple(ARCHITECTURES)
+AUGMENTATIONS = ("standard", "trivialaugment", "randaugment")
 _DEFENCES = tuple(ADVERSARIAL_TRAINING)
 
 
@@ -77,6 +78,11 @@ class TrainConfig:
     resize: str = _opt("crop", "Evaluation resize: 'crop' = shorter side to img-size then center crop; 'squash' = "
                        "whole image to img-size x img-size.", "Data", choices=("crop", "squash"),
                        web="Evaluation resize")
+    augment: str = _opt("standard", "Training augmentation: 'standard' = random resized crop (scale 0.35-1), flip, "
+                        "colour jitter 0.2; 'trivialaugment' = crop and flip then torchvision's TrivialAugmentWide "
+                        "(Müller & Hutter 2021); 'randaugment' = crop and flip then RandAugment (Cubuk et al. 2020, "
+                        "2 ops, magnitude 9).", "Data", choices=AUGMENTATIONS,
+                        web="Training augmentation")
     batch_size: int = _opt(32, "Images per batch.", "Optimisation", min=1, web="Batch size")
     lr: float = _opt(1e-3, "Peak AdamW learning rate in (0, 1), cosine-annealed to 0 over --epochs.",
                      "Optimisation", gt=0, lt=1, web="Learning rate")
@@ -148,6 +154,8 @@ class TrainConfig:
              f"--freeze must be in [0, {ARCHITECTURES[self.arch].children - 1 if self.arch in ARCHITECTURES else 0}] "
              f"for {self.arch}, got {self.freeze}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (self.augment in AUGMENTATIONS, f"--augment must be one of {', '.join(AUGMENTATIONS)}, "
+             f"got {self.augment!r}"),
             (0 < self.val_fraction < 1, f"val fraction must be in (0, 1), got {self.val_fraction}"),
             (self.limit_per_class is None or self.limit_per_class >= 1,
              f"--limit-per-class must be >= 1, got {self.limit_per_class}"),
@@ -175,6 +183,8 @@ class TrainConfig:
         for name in ("freeze", "epochs", "patience", "img_size", "resize", "batch_size", "lr", "weight_decay",
                      "label_smoothing", "seed", "workers"):
             opts.append((f"--{name.replace('_', '-')}", getattr(self, name)))
+        if self.augment != d.augment:
+            opts.append(("--augment", self.augment))
         if self.device != d.device:
             opts.append(("--device", self.device))
         if self.limit_per_class is not None:

@@ -393,3 +393,13 @@ def prefilter_table(summary: Any) -> Table:
     for r in summary.suspects[:10]:
         t.add_row(f"  suspect: {r['path']}", "", f"{r['car_probability']:.3f}", r["top1"])
     return t
+
+
+def titled_table(title: str, head: list[str], rows: list[list[str]]) -> Table:
+    """A rich table of already formatted cells (the first column left-aligned, the rest right)."""
+    t = Table(title=title)
+    for i, col in enumerate(head):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t

@@ -29,7 +29,7 @@ def _cli_defaults() -> dict:
 def test_every_train_option_of_the_config_is_a_cli_option_with_its_default():
     cli = _cli_defaults()
     names = [n for n, _, _ in train_options()]
-    assert len(names) == 26 and set(names) <= set(cli)
+    assert len(names) == 27 and set(names) <= set(cli)
     assert {n: cli[n] for n in names} == {n: DEFAULTS[n] for n in names}
     assert set(cli) - set(names) == {"data", "out", "threads", "resume", "events"}  # the CLI's own
 
@@ -53,3 +53,27 @@ def test_the_job_command_line_is_the_config_reproduce_command():
     assert cfg.command() == "robustcars train " + " ".join(args)
     assert args[:4] == ["--data", "/d", "--out", "/runs/x"] and args[args.index("--limit-per-class") + 1] == "2"
     assert "--adversarial" not in args and "--defensive" not in args
+
+
+def test_augment_policies_build_and_only_a_changed_one_enters_the_reproduce_command():
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from robustcars.data.images import build_transform
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    outs = {}
+    for policy in ("standard", "trivialaugment", "randaugment"):
+        torch.manual_seed(1)
+        outs[policy] = build_transform(24, train=True, augment=policy)(img)
+        assert outs[policy].shape == (3, 24, 24) and 0 <= outs[policy].min() and outs[policy].max() <= 1
+    torch.manual_seed(1)
+    assert torch.equal(build_transform(24, train=True, augment="trivialaugment")(img), outs["trivialaugment"])
+    assert not torch.equal(outs["standard"], outs["trivialaugment"])
+    assert "--augment" not in TrainConfig(data="d", out="o").args()
+    assert "--augment randaugment" in TrainConfig(data="d", out="o", augment="randaugment").command()
+    from tests.conftest import invoke_cli
+
+    r = invoke_cli("train", "--augment", "cutmix", "--data", ".", "--out", "x")
+    assert r.exit_code == 2 and "cutmix" in r.output

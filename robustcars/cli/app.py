@@ -772,9 +772,40 @@ def serve(
 
 
 @app.command()
+def study(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Study file (TOML): [base] train options, one [[config]] per configuration (name + the options it changes), optional [attack]; e.g. studies/lite0-freeze-grid.toml.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Study folder: study.json and one run folder per configuration (OUT/<name>/, with its attack in OUT/<name>/<attack>/).")] = Path("studies-out/latest"),
+    data: Annotated[Path | None, typer.Option(help=_DATA_HELP, show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice); recorded in study.json, since it changes the trained weights.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue the study in --out: finished configurations are kept, an interrupted one continues from its last epoch.")] = False,
+) -> None:
+    """Train a grid of configurations one after another (each an ordinary run folder), then attack each best model
+    alike; resumable as a whole. `robustcars report OUT` then writes the study's tables and figures."""
+    from robustcars.evaluation.study import load_study, run_study
+
+    _check_out(out)
+    spec = load_study(file)
+    data = data or Path(default_data())
+    from robustcars.console import RichAttackReporter, RichTrainReporter, console, titled_table
+    from robustcars.reporting.study_report import read_study, study_tables
+    from robustcars.runtime import set_threads
+
+    set_threads(threads)
+    outcomes = run_study(spec, data, out, resume=resume, threads=threads, command=_typed(),
+                         train_reporter=RichTrainReporter, attack_reporter=RichAttackReporter,
+                         note=lambda text: console.print(f"[bold]{text}[/]", soft_wrap=True))
+    meta, rows, _ = read_study(out)
+    for title, head, body in study_tables([meta], rows):
+        console.print(titled_table(title, head, body))
+    console.print(f"[bold green]study done[/] in {sum(o.seconds for o in outcomes) / 60:.1f} min (this invocation) — "
+                  f"{out}/study.json and {len(outcomes)} run folders; next: robustcars report {out}", soft_wrap=True)
+
+
+@app.command()
 def report(
     ctx: typer.Context,
-    inputs: Annotated[list[Path], typer.Argument(help="Run folders (with their attack-*/, suite-*/ and corrupt/ results), attack folders, suite folders or corruption folders.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Run folders (with their attack-*/, suite-*/ and corrupt/ results), attack folders, suite folders or corruption folders; or study folders (robustcars study), side by side in one study report.")],
     out: Annotated[Path, typer.Option(help="Report folder to write (report.json, index.html, report.md, figures/).")] = Path("reports/latest"),
     title: Annotated[str, typer.Option(help="Title of the report.")] = "robustcars robustness report",
     panels: Annotated[Panels, typer.Option(help="Example panels to include: all, extremes (most and least affected images at the largest eps) or none; each is ~1.3 MB.")] = Panels.all,
@@ -782,7 +813,16 @@ def report(
     """Bundle train and attack results into a reproducible report (JSON, static HTML, Markdown, PNG figures)."""
     from robustcars.console import console, report_summary
     from robustcars.reporting.report import build_report
+    from robustcars.reporting.study_report import build_study_report, is_study
 
+    if any(is_study(p) for p in inputs):
+        if not all(is_study(p) for p in inputs):
+            raise ConfigError("give study folders alone (robustcars report STUDY_OUT ...), or no study folder")
+        given = ctx.get_parameter_source("title").name != "DEFAULT"
+        build_study_report(inputs, out, title=title if given else None, command=_command(ctx))
+        console.print(f"[bold green]study report written[/]: {(out / 'index.html').resolve()} (also report.md, "
+                      "report.json, figures/)")
+        return
     result = build_report(inputs, out, title=title, command=_command(ctx), panels=panels.value)
     console.print(report_summary(result))
     for c in result["failed_checks"]:

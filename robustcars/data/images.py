@@ -37,10 +37,12 @@ def build_resize(img_size: int, resize: str = "crop") -> T.Compose:
     return T.Compose([T.Resize(img_size, antialias=True), T.CenterCrop(img_size)])
 
 
-def build_transform(img_size: int, *, train: bool, resize: str = "crop") -> T.Compose:
+def build_transform(img_size: int, *, train: bool, resize: str = "crop", augment: str = "standard") -> T.Compose:
     """Image -> float32 ``(3, img_size, img_size)`` tensor in [0, 1] (no normalization).
 
-    Train: random resized crop (scale 0.35-1), horizontal flip, colour jitter (0.2).
+    Train: random resized crop (scale 0.35-1), horizontal flip, then ``augment``: ``"standard"`` colour jitter
+    (0.2), ``"trivialaugment"`` torchvision's ``TrivialAugmentWide`` (Müller & Hutter 2021), ``"randaugment"``
+    ``RandAugment(2, 9)`` (Cubuk et al. 2020); all on the 8-bit PIL image.
     Eval: :func:`build_resize` then ``ToTensor``.
     Resizing happens on the 8-bit PIL image, so every eval pixel is exactly k/255: the clean inputs lie on the
     8-bit grid, and a perturbation below half a grey level (eps < 0.5/255 ≈ 0.00196) rounds back to the clean
@@ -49,10 +51,14 @@ def build_transform(img_size: int, *, train: bool, resize: str = "crop") -> T.Co
     if resize not in RESIZE_MODES:
         raise DataError(f"unknown resize mode {resize!r}; choose one of: {', '.join(RESIZE_MODES)}")
     if train:
+        policies = {"standard": T.ColorJitter(0.2, 0.2, 0.2), "trivialaugment": T.TrivialAugmentWide(),
+                    "randaugment": T.RandAugment(num_ops=2, magnitude=9)}
+        if augment not in policies:
+            raise DataError(f"unknown augmentation {augment!r}; choose one of: {', '.join(policies)}")
         return T.Compose([
             T.RandomResizedCrop(img_size, scale=(0.35, 1.0), antialias=True),
             T.RandomHorizontalFlip(),
-            T.ColorJitter(0.2, 0.2, 0.2),
+            policies[augment],
             T.ToTensor(),
         ])
     return T.Compose([*build_resize(img_size, resize).transforms, T.ToTensor()])

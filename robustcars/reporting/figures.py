@@ -439,3 +439,23 @@ def corruption_figures(summary: dict[str, Any], images: dict[str, np.ndarray], s
         paths.append(_save(corruption_change_figure(summary, errors, reference or "run"),
                            folder / "corruption_change.png"))
     return paths
+
+
+def banded_curves(curves: dict[str, tuple[list[float], list[float], list[float]]], path: str | Path, *,
+                  ylabel: str, title: str) -> Path:
+    """One line per name through ``(epochs, mean)`` with a band ``mean ± std`` (the reference study's Figures 3
+    and 4: validation loss / macro-F1 per epoch, mean over batches ± 1 standard deviation), written to ``path``."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (name, (epochs, mean, std)), color in zip(curves.items(), plt.cm.tab10.colors * 3):
+        m, s = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+        ax.plot(epochs, m, "o-", color=color, label=name, markersize=4)
+        ax.fill_between(epochs, m - s, m + s, color=color, alpha=0.18, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)

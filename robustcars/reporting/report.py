@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,6 +284,21 @@ def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robus
     models = collect(paths)
     if not models:
         raise DataError("no runs or attack results found in the given paths")
+    return write_report_folder(out, lambda tmp: _write_report(models, tmp, title=title, command=command,
+                                                              panels=panels))
+
+
+def write_report_folder(out: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``write(tmp)`` on a temporary folder beside ``out``, under ``out``'s lock, then move it into place
+    (an earlier report at ``out`` is replaced only once the new one is complete); returns what ``write`` returns.
+
+    Raises:
+        ConfigError: ``out`` exists and is not a report folder, or another process writes it; StorageError:
+            the report cannot be written.
+    """
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and ((out / "report.json").is_file() or not any(out.iterdir()))):
+        raise ConfigError(f"--out {out} exists and is not a robustcars report folder; choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -293,7 +309,7 @@ def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robus
         except OSError as exc:
             raise StorageError(f"cannot write {out}: {exc.strerror or exc}") from None
         try:
-            report = _write_report(models, tmp, title=title, command=command, panels=panels)
+            report = write(tmp)
             _swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -836,8 +852,13 @@ def _cascade_sections(a: dict[str, Any]):
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    return markdown_of(_sections(report))
+
+
+def markdown_of(sections) -> str:
+    """Markdown of ``(kind, payload)`` blocks (h1-h4, p, table, img)."""
     out = []
-    for kind, payload in _sections(report):
+    for kind, payload in sections:
         if kind in ("h1", "h2", "h3", "h4"):
             out.append("#" * int(kind[1]) + " " + payload)
         elif kind == "p":
@@ -851,9 +872,14 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def render_html(report: dict[str, Any]) -> str:
     """The static page, rendered by the Jinja2 template ``templates/report.html.j2`` (autoescape on)."""
+    return html_of(report["title"], _sections(report))
+
+
+def html_of(title: str, sections) -> str:
+    """The report page of ``(kind, payload)`` blocks, by the Jinja2 template ``templates/report.html.j2``."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("robustcars.reporting", "templates"),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("report.html.j2").render(title=report["title"], sections=list(_sections(report)),
+    return env.get_template("report.html.j2").render(title=title, sections=list(sections),
                                                      stem=lambda p: Path(p).stem)

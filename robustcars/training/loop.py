@@ -6,6 +6,7 @@ Functions follow torchvision's reference ``train_one_epoch`` / ``evaluate`` / ``
     RUN_DIR/config.json   resolved TrainConfig           RUN_DIR/best.pt   best model (val macro-F1)
     RUN_DIR/last.pt       resumable state, every epoch   RUN_DIR/history.csv  per-epoch metrics
     RUN_DIR/learning_curves.png                          RUN_DIR/metrics.json test metrics of best.pt
+    RUN_DIR/val_batches.csv  validation loss and macro-F1 of every batch, every epoch (the spread in history.csv)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from robustcars.data.cars import CarsData, limit_per_class, load_cars, subsample
 from robustcars.data.images import CarsDataset, build_transform
 from robustcars.errors import CheckpointError, ConfigError, DataError
 from robustcars.lock import process_lock
-from robustcars.metrics import accuracy, macro_f1
+from robustcars.metrics import accuracy, macro_f1, mean_std
 from robustcars.models.checkpoint import read_checkpoint, save_checkpoint
 from robustcars.models.source import from_run
 from robustcars.models.zoo import build_model, count_parameters, freeze, set_train_mode
@@ -136,28 +137,47 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, crit
     """Clean evaluation in eval mode (the mode is restored afterwards).
 
     Returns:
-        ``loss``, ``acc``, ``f1`` (floats) and ``pred``/``label`` int64 arrays ``(N,)``.
+        ``loss``, ``acc``, ``f1`` (floats over all images; loss in nats, mean over images), ``pred``/``label``
+        int64 arrays ``(N,)``, and per batch ``batch_loss`` (mean cross-entropy of the batch, nats) and
+        ``batch_f1`` (macro-F1 of the batch over its own classes, :func:`robustcars.metrics.macro_f1`), float64
+        arrays ``(B,)`` in loader order (every rank's batches, rank by rank, under torchrun): the spread over
+        batches that the study figures draw as ±1 standard deviation.
     """
     was_training = model.training
     model.eval()
     criterion = criterion or nn.CrossEntropyLoss()
-    total_loss, preds, labels = torch.zeros((), device=device), [], []
+    total_loss, batch_losses, preds, labels = torch.zeros((), device=device), [], [], []
     try:
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device):
                 logits = model(x)
-            total_loss += criterion(logits.float(), y) * len(y)  # stays on the device: no per-batch sync
+            loss = criterion(logits.float(), y)
+            total_loss += loss * len(y)  # stays on the device: no per-batch sync
+            batch_losses.append(loss)
             preds.append(logits.argmax(1).cpu())
             labels.append(y.cpu())
             if on_batch:
                 on_batch(len(y))
     finally:
         model.train(was_training)
+    batch_loss = torch.stack(batch_losses).double().cpu().numpy() if batch_losses else np.zeros(0)
+    batch_f1 = np.array([macro_f1(t.numpy(), p.numpy()) for p, t in zip(preds, labels)], dtype=np.float64)
     p = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
     t = torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
     p, t, loss_sum = _gather_predictions(p, t, float(total_loss))
-    return {"loss": loss_sum / len(t), "acc": accuracy(t, p), "f1": macro_f1(t, p), "pred": p, "label": t}
+    batch_loss, batch_f1 = _gather_batches(batch_loss, batch_f1)
+    return {"loss": loss_sum / len(t), "acc": accuracy(t, p), "f1": macro_f1(t, p), "pred": p, "label": t,
+            "batch_loss": batch_loss, "batch_f1": batch_f1}
+
+
+def _gather_batches(loss: np.ndarray, f1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's per-batch values, rank by rank (identity in one process)."""
+    d = D.current()
+    if not d.enabled:
+        return loss, f1
+    parts = D.gather((loss, f1), d)
+    return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
 
 
 def _gather_predictions(p: np.ndarray, t: np.ndarray, loss_sum: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -318,11 +338,12 @@ class _Selection:
     bad_epochs: int = 0
     start_epoch: int = 1
     collapse: dict[str, Any] | None = None  # FGSM-RS catastrophic overfitting, once detected
+    val_batches: list[dict[str, float]] = field(default_factory=list)  # per validation batch, every epoch so far
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Selection:
         return cls(list(state["history"]), state["best_f1"], state["best_epoch"], state["bad_epochs"],
-                   state["epoch"] + 1, state.get("collapse"))
+                   state["epoch"] + 1, state.get("collapse"), list(state.get("val_batches", [])))
 
     def stopped(self, patience: int) -> bool:
         return self.bad_epochs >= patience or self.collapse is not None
@@ -381,7 +402,8 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     if d.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    train_loader = make_loader(CarsDataset(train_samples, build_transform(cfg.img_size, train=True)),
+    train_loader = make_loader(CarsDataset(train_samples, build_transform(cfg.img_size, train=True,
+                                                                          augment=cfg.augment)),
                                cfg.batch_size, shuffle=True, workers=cfg.workers, device=device, seed=cfg.seed)
     eval_tf = build_transform(cfg.img_size, train=False, resize=cfg.resize)
     val_loader = make_loader(CarsDataset(data.split("val"), eval_tf), cfg.batch_size, shuffle=False,
@@ -400,6 +422,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
             break
         loaders = (train_loader, val_loader, len(data.split("val")))
         row = _one_epoch(cfg, epoch, net, model, device, loaders, opt, frozen, defence, sel, rep)
+        sel.val_batches += row.pop("_batches")
         improved = sel.update(row, row.pop("_score"))  # every rank saw the same gathered metrics: they agree
         if d.is_main:
             _save_epoch(cfg, data, model, frozen, row, improved, opt, sel, commands)
@@ -411,6 +434,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, data: CarsData, model: 
     stopped_early = sel.stopped(cfg.patience)
     summary = _run_summary(cfg, sel.history, commands, frozen, sel.best_epoch, sel.best_score, stopped_early,
                            sel.collapse)
+    summary.update(trainable_parameters=trainable, parameters=total)
     test = _finish_run(cfg, data, model, sel.history, summary, eval_tf, d, device, rep)
     rep.end()
     return FitResult(out, sel.history, sel.best_epoch, sel.best_score, test, stopped_early, seconds)
@@ -436,7 +460,7 @@ def _one_epoch(cfg: TrainConfig, epoch: int, net: nn.Module, model: nn.Module, d
     rep.end_phase()
     opt.scheduler.step()
     row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"], "train_f1": tr["f1"],
-           "val_loss": va["loss"], "val_acc": va["acc"], "val_f1": va["f1"]}
+           "val_loss": va["loss"], "val_acc": va["acc"], "val_f1": va["f1"], **batch_spread(va)}
     score = va["f1"]
     if cfg.adversarial:
         score = _robust_row(cfg, model, epoch, row, robust_val, guard, sel.history)
@@ -445,7 +469,18 @@ def _one_epoch(cfg: TrainConfig, epoch: int, net: nn.Module, model: nn.Module, d
                             "guard_robust_acc": row["guard_robust_acc"]}
     row["seconds"] = time.perf_counter() - te
     row["_score"] = score
+    row["_batches"] = [{"epoch": epoch, "batch": i, "loss": float(loss), "f1": float(f1)}
+                       for i, (loss, f1) in enumerate(zip(va["batch_loss"], va["batch_f1"]))]
     return row
+
+
+def batch_spread(va: dict[str, Any]) -> dict[str, float]:
+    """Mean and population standard deviation (``numpy.std``, ddof 0) over validation batches of the batch loss
+    (nats) and the batch macro-F1: the study's learning-curve line and its ±1 std band."""
+    loss_mean, loss_std = mean_std(va["batch_loss"])
+    f1_mean, f1_std = mean_std(va["batch_f1"])
+    return {"val_loss_batch_mean": loss_mean, "val_loss_batch_std": loss_std,
+            "val_f1_batch_mean": f1_mean, "val_f1_batch_std": f1_std}
 
 
 def _save_epoch(cfg: TrainConfig, data: CarsData, model: nn.Module, frozen: list[str], row: dict[str, Any],
@@ -459,8 +494,10 @@ def _save_epoch(cfg: TrainConfig, data: CarsData, model: nn.Module, frozen: list
     save_checkpoint(out / "last.pt", {
         **payload, "optimizer": opt.optimizer.state_dict(), "scheduler": opt.scheduler.state_dict(),
         "history": sel.history, "best_f1": sel.best_score, "best_epoch": sel.best_epoch,
-        "bad_epochs": sel.bad_epochs, "rng": torch.get_rng_state(), "collapse": sel.collapse, "commands": commands})
+        "bad_epochs": sel.bad_epochs, "rng": torch.get_rng_state(), "collapse": sel.collapse, "commands": commands,
+        "val_batches": sel.val_batches})
     rio.write_csv(out / "history.csv", sel.history)
+    rio.write_csv(out / "val_batches.csv", sel.val_batches)
 
 
 def _seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
