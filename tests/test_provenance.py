@@ -117,6 +117,7 @@ def test_a_resumed_run_records_both_commands_and_reproduces_from_scratch(tmp_pat
     assert metrics["commands"] == [shlex.join(["robustcars", *first]), shlex.join(["robustcars", *second])]
     reproduce = metrics["reproduce"]
     assert "--epochs 2" in reproduce and "--seed 5" in reproduce and "--img-size 32" in reproduce
+    assert reproduce.endswith(f" --threads {torch.get_num_threads()}")  # the thread count changes the weights
     for absent in ("--train-eps", "--temperature", "--alpha", "--trades-beta", "--adversarial", "--distill-from"):
         assert absent not in reproduce  # options of defences this run did not use
     rerun(reproduce, tmp_path / "again")

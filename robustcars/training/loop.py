@@ -528,7 +528,9 @@ def _run_summary(cfg: TrainConfig, history: list[dict[str, Any]], commands: list
                  ) -> dict[str, Any]:
     """metrics.json without the test metrics; ``best_score`` is the selection score (macro-F1 or robust accuracy)."""
     best_row = next((h for h in history if h["epoch"] == best_epoch), {})
-    summary = {"commands": commands, "reproduce": cfg.command(), "arch": cfg.arch, "weights": cfg.weights,
+    # the CPU thread count changes float sums, hence the weights: the reproduce command names the one that ran
+    reproduce = cfg.command() + (f" --threads {torch.get_num_threads()}" if cfg.device != "cuda" else "")
+    summary = {"commands": commands, "reproduce": reproduce, "arch": cfg.arch, "weights": cfg.weights,
                "frozen": frozen,
                "best_epoch": best_epoch, "best_val_f1": best_row.get("val_f1", best_score),
                "epochs_run": len(history), "stopped_early": stopped_early,
