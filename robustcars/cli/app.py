@@ -819,7 +819,7 @@ def report(
         if not all(is_study(p) for p in inputs):
             raise ConfigError("give study folders alone (robustcars report STUDY_OUT ...), or no study folder")
         given = ctx.get_parameter_source("title").name != "DEFAULT"
-        build_study_report(inputs, out, title=title if given else None, command=_command(ctx))
+        build_study_report(inputs, out, title=title if given else None, command=_typed())  # as typed: no default title
         console.print(f"[bold green]study report written[/]: {(out / 'index.html').resolve()} (also report.md, "
                       "report.json, figures/)")
         return
