@@ -96,4 +96,5 @@ def test_distributed_training_writes_once_and_resumes(tiny):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 8 and metrics["test_images"] == 9
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # .robustcars.lock stays
-    assert names == ["best.pt", "config.json", "history.csv", "last.pt", "learning_curves.png", "metrics.json", "val_batches.csv"]
+    assert names == ["best.pt", "config.json", "history.csv", "last.pt", "learning_curves.png", "metrics.json",
+                     "val_batches.csv"]
