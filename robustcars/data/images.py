@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from robustcars.config import AUGMENTATIONS
 from robustcars.data.cars import Sample
 from robustcars.errors import DataError
 
@@ -51,14 +52,14 @@ def build_transform(img_size: int, *, train: bool, resize: str = "crop", augment
     if resize not in RESIZE_MODES:
         raise DataError(f"unknown resize mode {resize!r}; choose one of: {', '.join(RESIZE_MODES)}")
     if train:
-        policies = {"standard": T.ColorJitter(0.2, 0.2, 0.2), "trivialaugment": T.TrivialAugmentWide(),
-                    "randaugment": T.RandAugment(num_ops=2, magnitude=9)}
-        if augment not in policies:
-            raise DataError(f"unknown augmentation {augment!r}; choose one of: {', '.join(policies)}")
+        policy = {"standard": lambda: T.ColorJitter(0.2, 0.2, 0.2), "trivialaugment": T.TrivialAugmentWide,
+                  "randaugment": lambda: T.RandAugment(num_ops=2, magnitude=9)}.get(augment)
+        if policy is None:
+            raise DataError(f"unknown augmentation {augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
         return T.Compose([
             T.RandomResizedCrop(img_size, scale=(0.35, 1.0), antialias=True),
             T.RandomHorizontalFlip(),
-            policies[augment],
+            policy(),
             T.ToTensor(),
         ])
     return T.Compose([*build_resize(img_size, resize).transforms, T.ToTensor()])

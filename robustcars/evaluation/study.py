@@ -29,9 +29,9 @@ from robustcars import storage as rio
 from robustcars.config import AttackConfig, TrainConfig
 from robustcars.errors import ConfigError, DataError
 from robustcars.lock import process_lock
+from robustcars.reporting.study_report import STUDY_FILE, claim_names
 from robustcars.version import __version__
 
-STUDY_FILE = "study.json"
 STUDY_SCHEMA = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NOT_STUDY_OPTIONS = {"data", "out"}  # the study's own --data and --out decide these
@@ -140,8 +140,7 @@ def load_study(path: str | Path) -> Study:
 
 
 def _check_claim_names(path: Path, claim: str, configs: dict[str, Any]) -> None:
-    names = [n for n in re.split(r"\s*(?:≈|~|≫|>>)\s*", claim.strip()) if n] if claim else []
-    unknown = [n for n in names if n not in configs]
+    unknown = [n for n in claim_names(claim) if n not in configs]
     if unknown:
         raise ConfigError(f"{path}: claim {claim!r} names {', '.join(unknown)}, not configurations of this study")
 
@@ -196,9 +195,12 @@ def _resolved(study: Study, configs: dict[str, TrainConfig], command: str, threa
 
 
 def _same_study(saved: dict[str, Any], now: dict[str, Any]) -> bool:
-    keys = ("configs", "attack", "threads")
-    return json.dumps({k: saved.get(k) for k in keys}, sort_keys=True) == json.dumps({k: now.get(k) for k in keys},
-                                                                                  sort_keys=True)
+    """The same configurations (whatever spelling of --out), attack and thread count."""
+    def key(d: dict[str, Any]) -> str:
+        configs = {n: {k: v for k, v in c.items() if k != "out"} for n, c in (d.get("configs") or {}).items()}
+        return json.dumps([configs, d.get("attack"), d.get("threads")], sort_keys=True)
+
+    return key(saved) == key(now)
 
 
 def check_folder(out: Path, resolved: dict[str, Any], resume: bool) -> None:

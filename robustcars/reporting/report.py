@@ -69,7 +69,8 @@ class ModelResults:
     corruptions: list[dict[str, Any]] = field(default_factory=list)  # corruption.json contents (robustcars corrupt)
 
 
-def _read_history(path: Path) -> list[dict[str, float]]:
+def read_run_history(path: Path) -> list[dict[str, float]]:
+    """A run's ``history.csv`` (:func:`robustcars.storage.read_history`); DataError when it cannot be read."""
     try:
         return rio.read_history(path)
     except (OSError, ValueError, TypeError) as exc:
@@ -147,7 +148,7 @@ def collect(paths: list[Path]) -> list[ModelResults]:
             if (m.run_dir / "config.json").is_file():
                 m.config = read_json_file(m.run_dir / "config.json", "run config")
             if (m.run_dir / "history.csv").is_file():
-                m.history = _read_history(m.run_dir / "history.csv")
+                m.history = read_run_history(m.run_dir / "history.csv")
         if not m.config and m.attacks:
             m.config = m.attacks[0].meta["run"].get("train_config", {})
     for d in suite_dirs:  # suite-level results (worst-case rows, cross-attack checks) go with their model
@@ -279,13 +280,18 @@ def build_report(paths: list[Path], out: Path, *, title: str = "robustcars robus
     if panels not in PANELS:
         raise ConfigError(f"panels must be one of {', '.join(PANELS)}, got {panels!r}")
     out = Path(out)
-    if out.exists() and not (out.is_dir() and ((out / "report.json").is_file() or not any(out.iterdir()))):
-        raise ConfigError(f"--out {out} exists and is not a robustcars report folder; choose another --out")
+    check_report_out(out)  # before reading the inputs
     models = collect(paths)
     if not models:
         raise DataError("no runs or attack results found in the given paths")
     return write_report_folder(out, lambda tmp: _write_report(models, tmp, title=title, command=command,
                                                               panels=panels))
+
+
+def check_report_out(out: Path) -> None:
+    """Raises ConfigError when ``out`` exists and is neither an empty folder nor a report folder."""
+    if out.exists() and not (out.is_dir() and ((out / "report.json").is_file() or not any(out.iterdir()))):
+        raise ConfigError(f"--out {out} exists and is not a robustcars report folder; choose another --out")
 
 
 def write_report_folder(out: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
@@ -297,8 +303,7 @@ def write_report_folder(out: Path, write: Callable[[Path], dict[str, Any]]) -> d
             the report cannot be written.
     """
     out = Path(out)
-    if out.exists() and not (out.is_dir() and ((out / "report.json").is_file() or not any(out.iterdir()))):
-        raise ConfigError(f"--out {out} exists and is not a robustcars report folder; choose another --out")
+    check_report_out(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -15,7 +15,6 @@ A configuration still training is listed with what it has so far (its figures li
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from dataclasses import asdict, dataclass, replace
@@ -25,6 +24,7 @@ from typing import Any
 
 from robustcars import storage as rio
 from robustcars.errors import DataError
+from robustcars.reporting.figures import best_epoch as best_epoch_of
 from robustcars.reporting.results import load_attack, read_json_file, split_rows
 from robustcars.runtime import library_versions
 from robustcars.version import __version__
@@ -67,11 +67,11 @@ def is_study(folder: Path) -> bool:
     return (Path(folder) / STUDY_FILE).is_file()
 
 
-def _csv_rows(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+def _history(path: Path) -> list[dict[str, float]]:
+    """A configuration's ``history.csv`` (empty before its first epoch)."""
+    from robustcars.reporting.report import read_run_history
+
+    return read_run_history(path) if path.is_file() else []
 
 
 def _attack_numbers(folder: Path) -> tuple[dict[str, float] | None, dict[float, dict[str, float]]]:
@@ -88,10 +88,9 @@ def _attack_numbers(folder: Path) -> tuple[dict[str, float] | None, dict[float, 
 
 
 def _row(name: str, cfg: dict[str, Any], run: Path, attack_folder: str | None) -> tuple[StudyRow, list[dict]]:
-    history = _csv_rows(run / "history.csv")
+    history = _history(run / "history.csv")
     metrics = read_json_file(run / "metrics.json", "metrics.json") if (run / "metrics.json").is_file() else {}
-    best_epoch = metrics.get("best_epoch") or (max(history, key=lambda h: (h["val_f1"], -h["epoch"]))["epoch"]
-                                               if history else None)
+    best_epoch = metrics.get("best_epoch") or best_epoch_of(history)
     best = next((h for h in history if h["epoch"] == best_epoch), {})
     clean, attacked = _attack_numbers(run / attack_folder) if attack_folder else (None, {})
     row = StudyRow(
@@ -143,6 +142,11 @@ def read_studies(folders: list[Path]) -> tuple[list[dict[str, Any]], list[StudyR
 _RELATION = re.compile(r"\s*(≈|~|≫|>>)\s*")
 
 
+def claim_names(claim: str) -> list[str]:
+    """The configuration names of a claim such as ``"a ≈ b ≫ c"``, in order."""
+    return _RELATION.split(claim.strip())[0::2] if claim.strip() else []
+
+
 def check_claim(claim: str, rows: list[StudyRow]) -> dict[str, Any]:
     """Judge a claim such as ``"pretrained ≈ freeze-3 ≫ scratch ≈ freeze-6"`` on the test macro-F1 of each
     configuration (``≈``/``~``: within :data:`ABOUT_EQUAL`; ``≫``/``>>``: ahead by at least :data:`MUCH_BETTER`;
@@ -154,8 +158,8 @@ def check_claim(claim: str, rows: list[StudyRow]) -> dict[str, Any]:
         DataError: a name in the claim is not a configuration of the study.
     """
     f1 = {r.name: r.test_f1 for r in rows}
-    parts = _RELATION.split(claim.strip())
-    names, relations = parts[0::2], ["≈" if p in ("≈", "~") else "≫" for p in parts[1::2]]
+    names = claim_names(claim)
+    relations = ["≈" if p in ("≈", "~") else "≫" for p in _RELATION.split(claim.strip())[1::2]]
     unknown = [n for n in names if n not in f1]
     if unknown:
         raise DataError(f"claim {claim!r} names {', '.join(unknown)}, not configurations of this study")
@@ -222,8 +226,9 @@ def build_study_report(folders: list[Path], out: str | Path, *, title: str | Non
         DataError: not a study folder, or a damaged file in it; ConfigError, StorageError: ``out`` cannot be
             written (see :func:`robustcars.reporting.report.write_report_folder`).
     """
-    from robustcars.reporting.report import write_report_folder
+    from robustcars.reporting.report import check_report_out, write_report_folder
 
+    check_report_out(Path(out))  # before reading the studies
     study = read_studies([Path(f) for f in folders])
     return write_report_folder(Path(out), lambda tmp: _write(folders, study, tmp, title, command))
 
